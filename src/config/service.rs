@@ -1,0 +1,86 @@
+//! `[service]`: settings of the process itself rather than of a component.
+
+use super::ConfigIssue;
+use serde::{Deserialize, Serialize};
+
+/// What to do with detection input when a detection shard's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse the whole request with a retryable error (HTTP 429 /
+    /// RESOURCE_EXHAUSTED): nothing is lost, the sender retries.
+    #[default]
+    Refuse,
+    /// Forward the spans anyway and skip detection for them, counted in
+    /// `agent_immune_detection_dropped_spans`.
+    Drop,
+}
+
+/// Log output format of the process's own logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Number of detection shards (worker tasks that own agents); 0 = one
+    /// per CPU. Default 0.
+    pub shards: usize,
+    /// Span batches each detection shard may queue. Default 1024.
+    pub detection_queue: usize,
+    /// `refuse` (default) or `drop`: see [`WhenFull`].
+    pub when_detection_full: WhenFull,
+    /// Log filter for agent-immune's own logs (tracing EnvFilter syntax);
+    /// `RUST_LOG` wins when set. Default "info".
+    pub log_level: String,
+    /// `text` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            detection_queue: 1024,
+            when_detection_full: WhenFull::Refuse,
+            log_level: "info".to_string(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl ServiceConfig {
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if self.shards > 1024 {
+            issues.push(ConfigIssue::new("shards", "must be at most 1024"));
+        }
+        if self.detection_queue == 0 || self.detection_queue > 1_000_000 {
+            issues.push(ConfigIssue::new(
+                "detection_queue",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            issues.push(ConfigIssue::new(
+                "log_level",
+                format!("{:?} is not a valid log filter", self.log_level),
+            ));
+        }
+        issues
+    }
+
+    /// Shard count with 0 resolved to the number of CPUs.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}

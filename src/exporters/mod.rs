@@ -1,0 +1,1 @@
+//! Exporters: where data and events leave the pipeline.

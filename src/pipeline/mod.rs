@@ -1,0 +1,3 @@
+//! The runtime that carries data between components.
+
+pub mod consumer;

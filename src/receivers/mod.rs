@@ -1,0 +1,3 @@
+//! Receivers: where data enters the pipeline.
+
+pub mod otlp;

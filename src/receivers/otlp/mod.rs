@@ -1,0 +1,1 @@
+//! OTLP receiver: gRPC and HTTP.

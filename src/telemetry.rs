@@ -1,0 +1,96 @@
+//! Self-observability: the pipeline's own counters, in one place. Names
+//! follow the Collector's (`otelcol_receiver_accepted_spans` becomes
+//! `agent_immune_receiver_accepted_spans`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (queue depths, open traces).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters per signal, indexed by `Signal`.
+#[derive(Debug, Default)]
+pub struct PerSignal<T> {
+    pub traces: T,
+    pub metrics: T,
+    pub logs: T,
+}
+
+impl<T> PerSignal<T> {
+    pub fn get(&self, signal: crate::pipeline::consumer::Signal) -> &T {
+        use crate::pipeline::consumer::Signal;
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+            Signal::Logs => &self.logs,
+        }
+    }
+}
+
+/// Receiver counters (items = spans, log records or metric points).
+#[derive(Debug, Default)]
+pub struct ReceiverMetrics {
+    pub accepted: PerSignal<Counter>,
+    pub refused: PerSignal<Counter>,
+    /// Requests rejected as malformed (400 / INVALID_ARGUMENT).
+    pub malformed_requests: Counter,
+}
+
+/// Exporter counters, as the Collector's exporterhelper reports them.
+#[derive(Debug, Default)]
+pub struct ExporterMetrics {
+    pub sent: Counter,
+    pub send_failed: Counter,
+    pub enqueue_failed: Counter,
+    pub queue_size: Gauge,
+}
+
+/// Detection-side counters.
+#[derive(Debug, Default)]
+pub struct DetectionMetrics {
+    /// Spans the detector never saw because its queue was full (only with
+    /// `when_full = "drop"`; the default refuses the request instead).
+    pub dropped_spans: Counter,
+    pub turns: Counter,
+    pub open_traces: Gauge,
+    /// Open traces closed early because the cap on open traces was reached.
+    pub evicted_traces: Counter,
+    /// Spans that arrived after their trace's turn was closed.
+    pub late_spans: Counter,
+    pub infections: Counter,
+    pub monitored_agents: Gauge,
+}
+
+/// All of the pipeline's own counters, shared by reference.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    pub receiver: ReceiverMetrics,
+    pub forward: ExporterMetrics,
+    pub events: ExporterMetrics,
+    pub detection: DetectionMetrics,
+}
