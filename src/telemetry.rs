@@ -2,7 +2,7 @@
 //! follow the Collector's (`otelcol_receiver_accepted_spans` becomes
 //! `agent_immune_receiver_accepted_spans`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
@@ -20,15 +20,19 @@ impl Counter {
     }
 }
 
-/// A value that goes up and down (queue depths, open traces).
+/// A value that goes up and down (queue depths, open traces). Several
+/// owners (shards) may each add their own share.
 #[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
+pub struct Gauge(AtomicI64);
 
 impl Gauge {
-    pub fn set(&self, v: u64) {
+    pub fn set(&self, v: i64) {
         self.0.store(v, Ordering::Relaxed);
     }
-    pub fn get(&self) -> u64 {
+    pub fn add(&self, delta: i64) {
+        self.0.fetch_add(delta, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
 }
