@@ -7,6 +7,7 @@
 //! `pipeline` is the runtime that carries data between components.
 
 pub mod config;
+pub mod executors;
 pub mod exporters;
 pub mod immune;
 pub mod pipeline;
