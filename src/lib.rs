@@ -6,6 +6,7 @@
 //! wires together; `immune` is the pure domain core (no I/O, no clocks);
 //! `pipeline` is the runtime that carries data between components.
 
+pub mod api;
 pub mod config;
 pub mod executors;
 pub mod exporters;
