@@ -357,7 +357,13 @@ async fn grpc_message_over_max_recv_msg_size_is_refused() {
     let big = traces(vec![span(&"x".repeat(1_100_000), vec![])]);
     let mut client = TraceServiceClient::connect(h.grpc_url()).await.unwrap();
     let status = client.export(big).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    // RESOURCE_EXHAUSTED without RetryInfo: OTLP clients do not retry it.
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("message length too large"),
+        "{status:?}"
+    );
+    assert_eq!(retry_delay_of(&status), None);
     assert!(h.traces.take().is_empty());
 }
 

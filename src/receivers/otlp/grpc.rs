@@ -84,8 +84,23 @@ impl tower::Service<http::Request<axum::body::Body>> for ExportService {
             let mut grpc = tonic::server::Grpc::new(RawBytesCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max_message_bytes);
-            Ok(grpc.unary(method, request).await)
+            let mut response = grpc.unary(method, request).await;
+            too_large_is_resource_exhausted(&mut response);
+            Ok(response)
         })
+    }
+}
+
+/// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC (and
+/// grpc-go, the Collector's) says RESOURCE_EXHAUSTED. It matters: OTLP
+/// exporters retry OUT_OF_RANGE, and a message that is too large fails again
+/// every time; RESOURCE_EXHAUSTED without RetryInfo they do not retry.
+fn too_large_is_resource_exhausted(response: &mut http::Response<tonic::body::Body>) {
+    let status = response.headers_mut().get_mut("grpc-status");
+    if let Some(status) = status
+        && status.as_bytes() == b"11"
+    {
+        *status = http::HeaderValue::from_static("8");
     }
 }
 
