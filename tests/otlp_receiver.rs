@@ -758,6 +758,19 @@ async fn http_body_over_the_limit_is_413() {
 }
 
 #[tokio::test]
+async fn http_body_of_several_mib_under_the_limit_is_accepted() {
+    let _heavy = HEAVY.lock().await;
+    let h = Harness::start().await;
+    // Larger than axum's 2 MB default extractor limit, under our 20 MiB.
+    let bytes = traces(vec![span(&"x".repeat(3 << 20), vec![])]).encode_to_vec();
+    let response = h
+        .post("/v1/traces", "application/x-protobuf", bytes.clone())
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(h.traces.take()[0].protobuf.len(), bytes.len());
+}
+
+#[tokio::test]
 async fn http_gzip_bomb_is_refused_without_inflating_it() {
     let _heavy = HEAVY.lock().await;
     let h = Harness::start().await;
