@@ -74,3 +74,9 @@ pub enum Refused {
 pub trait Consumer: Send + Sync + 'static {
     fn consume(&self, received: Received) -> Result<(), Refused>;
 }
+
+/// A stage that accepts vitals assembled elsewhere (the LLM proxy, the JSON
+/// ingest API) straight into detection, bypassing span recognition.
+pub trait VitalsConsumer: Send + Sync + 'static {
+    fn consume_vitals(&self, vitals: crate::immune::vitals::Vitals) -> Result<(), Refused>;
+}
