@@ -1,0 +1,65 @@
+//! One monitored agent: its baseline, its recent turns, where it is in its
+//! lifecycle, and what the API shows of it. Fixed, small memory.
+
+use super::baseline::{Baseline, LearnedTurn};
+use super::config::ImmuneConfig;
+use super::lifecycle::LifecycleState;
+use super::metric::Metric;
+use super::prompt::PromptHash;
+use super::sentinel::Evaluation;
+use super::vitals::{UnixNanos, Vitals};
+use super::window::{EvaluationWindow, WindowTurn};
+
+#[derive(Debug, Clone)]
+pub struct AgentRecord {
+    pub baseline: Baseline,
+    pub window: EvaluationWindow,
+    pub state: LifecycleState,
+    /// When the agent entered its current state.
+    pub since: UnixNanos,
+    /// Anomalous evaluations in a row.
+    pub anomalous_streak: u32,
+    /// Sustained-anomalous evaluations since the agent became SUSPECTED.
+    pub sustained_ticks: u32,
+    /// The infection of the current episode was reported (one event per
+    /// episode, however long it lasts).
+    pub infection_reported: bool,
+    pub last_vitals: Option<Vitals>,
+    pub last_evaluation: Option<Evaluation>,
+    pub last_seen: UnixNanos,
+}
+
+impl AgentRecord {
+    pub fn new(config: &ImmuneConfig, now: UnixNanos) -> Self {
+        Self {
+            baseline: Baseline::default(),
+            window: EvaluationWindow::new(config.evaluation_window),
+            state: LifecycleState::Initializing,
+            since: now,
+            anomalous_streak: 0,
+            sustained_ticks: 0,
+            infection_reported: false,
+            last_vitals: None,
+            last_evaluation: None,
+            last_seen: now,
+        }
+    }
+}
+
+/// A turn's vitals as the baseline learns them.
+pub fn learned_turn(vitals: &Vitals) -> LearnedTurn {
+    LearnedTurn {
+        values: Metric::ALL.map(|m| m.learn_value(vitals)),
+        prompt: vitals.prompt_hash.as_deref().map(PromptHash::new),
+        usage_known: vitals.usage_known,
+    }
+}
+
+/// A fresh turn entering the window.
+pub fn window_turn(vitals: &Vitals) -> WindowTurn {
+    WindowTurn {
+        turn: learned_turn(vitals),
+        tainted: false,
+        learned: false,
+    }
+}

@@ -1,0 +1,129 @@
+//! Deterministic agents for tests: a small PRNG and a generator of turns
+//! whose vitals look like production's (lognormal magnitudes, occasional
+//! slow turns, transient errors and retries).
+
+use super::vitals::Vitals;
+
+/// splitmix64: tiny, deterministic, good enough for noise.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.uniform() < p
+    }
+}
+
+/// One simulated agent. Change its fields to make it sick.
+pub struct SimAgent {
+    pub id: String,
+    pub rng: Rng,
+    /// Typical latency (median), ms.
+    pub latency_ms: f64,
+    /// Lognormal σ of latency.
+    pub latency_noise: f64,
+    pub input_tokens: f64,
+    pub output_tokens: f64,
+    /// Lognormal σ of token counts.
+    pub token_noise: f64,
+    /// Tool calls are uniform in [tools_low, tools_high].
+    pub tools_low: u32,
+    pub tools_high: u32,
+    /// Probability of a slow turn (latency × slow_factor).
+    pub slow_share: f64,
+    pub slow_factor: f64,
+    pub error_share: f64,
+    pub retry_share: f64,
+    pub prompt_hash: Option<String>,
+    pub turn: u64,
+}
+
+/// USD per input / output token (a mid-size model).
+const PRICE_IN: f64 = 2.5e-6;
+const PRICE_OUT: f64 = 10e-6;
+
+impl SimAgent {
+    pub fn new(id: &str, seed: u64) -> Self {
+        Self {
+            id: id.to_string(),
+            rng: Rng(seed),
+            latency_ms: 800.0,
+            latency_noise: 0.25,
+            input_tokens: 1200.0,
+            output_tokens: 300.0,
+            token_noise: 0.15,
+            tools_low: 1,
+            tools_high: 3,
+            slow_share: 0.0,
+            slow_factor: 4.0,
+            error_share: 0.0,
+            retry_share: 0.0,
+            prompt_hash: Some("a1b2c3d4e5f60718293a4b5c6d7e8f90".to_string()),
+            turn: 0,
+        }
+    }
+
+    /// With production's nuisances: slow turns, transient errors, retries.
+    pub fn noisy(id: &str, seed: u64) -> Self {
+        Self {
+            slow_share: 0.02,
+            error_share: 0.01,
+            retry_share: 0.02,
+            ..Self::new(id, seed)
+        }
+    }
+
+    pub fn next_turn(&mut self) -> Vitals {
+        self.turn += 1;
+        let rng = &mut self.rng;
+        let mut latency = self.latency_ms * (self.latency_noise * rng.normal()).exp();
+        if rng.chance(self.slow_share) {
+            latency *= self.slow_factor;
+        }
+        let input = (self.input_tokens * (self.token_noise * rng.normal()).exp()).round() as u64;
+        let output = (self.output_tokens * (self.token_noise * rng.normal()).exp()).round() as u64;
+        let span = u64::from(self.tools_high - self.tools_low + 1);
+        let tools = self.tools_low + (rng.next_u64() % span) as u32;
+        let errors = u32::from(rng.chance(self.error_share));
+        let retries = u32::from(rng.chance(self.retry_share));
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&self.turn.to_be_bytes());
+        trace_id[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
+        Vitals {
+            agent_id: self.id.clone(),
+            trace_id,
+            root_span_id: self.turn.to_be_bytes(),
+            end_time: self.turn * 1_000_000_000,
+            latency_ms: latency,
+            input_tokens: input,
+            output_tokens: output,
+            usage_known: true,
+            llm_calls: 1 + tools,
+            tool_calls: tools,
+            retries,
+            errors,
+            error_type: (errors > 0).then(|| "RateLimitError".to_string()),
+            cost_usd: input as f64 * PRICE_IN + output as f64 * PRICE_OUT,
+            model: Some("gpt-4o".to_string()),
+            prompt_hash: self.prompt_hash.clone(),
+        }
+    }
+}
