@@ -6,7 +6,7 @@
 
 use super::control_proto::ControlRequest;
 use super::control_proto::agent_control_client::AgentControlClient;
-use super::http_control::validate_timeout;
+use super::http_control::{BACKSTOP, validate_timeout};
 use super::request::{ActionOutcome, ActionRequest};
 use super::secret::Secret;
 use super::target::{DEFAULT_TIMEOUT, EnforcementTarget, OutcomeFuture};
@@ -86,9 +86,9 @@ pub struct AgentControlGrpcTarget {
 
 impl AgentControlGrpcTarget {
     pub fn new(id: impl Into<String>, config: &AgentControlGrpcConfig) -> Result<Self, String> {
-        let endpoint = parse_endpoint(&config.endpoint)?
-            .connect_timeout(config.timeout)
-            .timeout(config.timeout);
+        // A backstop only: run_with_timeout cuts the call at `timeout` first.
+        let endpoint =
+            parse_endpoint(&config.endpoint)?.timeout(config.timeout.saturating_add(BACKSTOP));
         let bearer_token = match &config.bearer_token {
             None => None,
             Some(token) => Some(

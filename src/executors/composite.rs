@@ -15,7 +15,7 @@ pub const MAX_MEMBERS: usize = 16;
 /// never fires before the last member's does.
 const MARGIN: Duration = Duration::from_secs(1);
 /// Most of one member's failure quoted in the composite's message.
-const MAX_FAILURE_CHARS: usize = 120;
+const MAX_FAILURE_CHARS: usize = 200;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

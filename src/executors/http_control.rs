@@ -17,6 +17,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most of an answer's body quoted in the outcome.
 const MAX_BODY_CHARS: usize = 200;
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How much later than the target's timeout the client gives up by itself.
+pub(crate) const BACKSTOP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,8 +124,9 @@ impl HttpControlTarget {
             // A redirect could carry the token elsewhere; a control API
             // answers where it is asked.
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.timeout)
-            .timeout(config.timeout)
+            // A backstop only: run_with_timeout cuts the call at `timeout`
+            // first, so the outcome says it timed out in one consistent way.
+            .timeout(config.timeout.saturating_add(BACKSTOP))
             .user_agent(concat!("agent-immune/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
@@ -167,6 +170,8 @@ impl HttpControlTarget {
         let mut response = match builder.send().await {
             Ok(response) => response,
             Err(e) => {
+                // The URL is already in the message; the cause is what matters.
+                let e = e.without_url();
                 return ActionOutcome::failed(
                     &self.id,
                     format!("POST {url} failed: {}", error_chain(&e)),
