@@ -97,4 +97,6 @@ pub struct Telemetry {
     pub forward: ExporterMetrics,
     pub events: ExporterMetrics,
     pub detection: DetectionMetrics,
+    /// The llm_proxy receiver's counters and added-latency histogram.
+    pub llm_proxy: crate::receivers::llm_proxy::metrics::ProxyMetrics,
 }
