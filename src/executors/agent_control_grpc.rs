@@ -69,8 +69,17 @@ fn parse_endpoint(endpoint: &str) -> Result<Endpoint, String> {
             "must start with http:// (plaintext gRPC), got {endpoint:?}"
         ));
     }
-    Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| format!("invalid endpoint {endpoint:?}: {e}"))
+    let endpoint = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| format!("invalid endpoint {endpoint:?}: {e}"))?;
+    if endpoint
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        // It would show in every message; tokens go in bearer_token.
+        return Err("must not hold credentials (use bearer_token)".into());
+    }
+    Ok(endpoint)
 }
 
 #[derive(Debug)]
@@ -211,5 +220,16 @@ mod tests {
         };
         assert!(cfg.validate().is_empty());
         assert!(AgentControlGrpcTarget::new("g", &cfg).is_ok());
+        let cfg = AgentControlGrpcConfig {
+            endpoint: "http://ops:hunter2@127.0.0.1:50051".into(),
+            ..Default::default()
+        };
+        let issues = cfg.validate();
+        assert_eq!(issues.len(), 1);
+        assert!(
+            !issues[0].message.contains("hunter2"),
+            "{}",
+            issues[0].message
+        );
     }
 }

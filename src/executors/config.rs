@@ -18,7 +18,8 @@
 //! ```
 //!
 //! Types: `noop`, `http_control`, `agent_control_grpc`, `process`,
-//! `container`, `composite`. `noop` exists without being declared.
+//! `container`, `composite`. `noop` exists without being declared. An id
+//! with a name is quoted in TOML: `[executors."http_control/support"]`.
 
 use super::agent_control_grpc::AgentControlGrpcConfig;
 use super::composite::CompositeConfig;

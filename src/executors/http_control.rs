@@ -85,6 +85,10 @@ fn parse_base_url(base_url: &str) -> Result<reqwest::Url, String> {
             url.scheme()
         ));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        // It would show in every message and log line; tokens go in bearer_token.
+        return Err("must not hold credentials (use bearer_token)".into());
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err("must not have a query or fragment".into());
     }
@@ -269,5 +273,12 @@ mod tests {
             .collect();
         assert_eq!(keys, ["base_url"]);
         assert!(toml::from_str::<HttpControlConfig>("url = \"http://x\"").is_err());
+        let with_password = HttpControlConfig {
+            base_url: "http://ops:hunter2@agent:9000".into(),
+            ..Default::default()
+        };
+        let issue = &with_password.validate()[0];
+        assert_eq!(issue.key, "base_url");
+        assert!(!issue.message.contains("hunter2"), "{}", issue.message);
     }
 }
