@@ -34,9 +34,11 @@ impl ApiConfig {
         if self.endpoint.is_empty() {
             return Ok(None);
         }
-        self.endpoint
-            .parse()
-            .map(Some)
-            .map_err(|e| format!("{:?} is not a socket address (host:port): {e}", self.endpoint))
+        self.endpoint.parse().map(Some).map_err(|e| {
+            format!(
+                "{:?} is not a socket address (host:port): {e}",
+                self.endpoint
+            )
+        })
     }
 }

@@ -31,12 +31,20 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#)
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
 }
 
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"status":"ready"}"#)
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"ready"}"#,
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -65,7 +73,10 @@ pub async fn serve(
     let app = router(state);
     let task = tokio::spawn(async move {
         let shutdown = cancel.cancelled_owned();
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!("management API stopped: {e}");
         }
     });

@@ -38,9 +38,7 @@ pub fn expand(
             None => (spec, None),
         };
         let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
             return Err((line, format!("invalid environment variable name {name:?}")));
@@ -98,7 +96,10 @@ mod tests {
 
     #[test]
     fn dollar_escapes_and_plain_dollars_stay() {
-        assert_eq!(expand("p = \"$$HOME $5\"", env), Ok("p = \"$HOME $5\"".into()));
+        assert_eq!(
+            expand("p = \"$$HOME $5\"", env),
+            Ok("p = \"$HOME $5\"".into())
+        );
     }
 
     #[test]
