@@ -20,7 +20,7 @@
 //! ```
 
 use super::glob::Glob;
-use super::price::{ModelPrice, default_prices};
+use super::price::{ModelPrice, default_prices, prices_over_defaults};
 use crate::config::ConfigIssue;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,9 +83,14 @@ pub struct LlmProxyConfig {
     /// `functions`, `function_call`) and forwards the rest; "refuse" answers
     /// requests that offer tools with 403. Default "strip".
     pub revoke_tools_mode: RevokeToolsMode,
-    /// Price table for cost vitals: model (exact, else longest prefix) →
-    /// `{ input_usd_per_million, output_usd_per_million }`. Setting it
-    /// replaces the built-in table of OpenAI list prices.
+    /// Price per model in USD per million tokens, for the cost vitals:
+    /// `prices."gpt-4o-mini" = { input_per_mtok = 0.15, output_per_mtok =
+    /// 0.6, cached_input_per_mtok = 0.075 }` (cached: default the input
+    /// price). A model matches its exact entry, else the longest entry its
+    /// name starts with. Entries given here extend or replace the built-in
+    /// table of common OpenAI models (the same keys as
+    /// `[processors.genai.prices]`).
+    #[serde(deserialize_with = "prices_over_defaults")]
     pub prices: BTreeMap<String, ModelPrice>,
 }
 
@@ -350,9 +355,11 @@ impl LlmProxyConfig {
         }
         for (model, price) in &self.prices {
             for (field, value) in [
-                ("input_usd_per_million", price.input_usd_per_million),
-                ("output_usd_per_million", price.output_usd_per_million),
+                ("input_per_mtok", Some(price.input_per_mtok)),
+                ("output_per_mtok", Some(price.output_per_mtok)),
+                ("cached_input_per_mtok", price.cached_input_per_mtok),
             ] {
+                let Some(value) = value else { continue };
                 if !value.is_finite() || value < 0.0 {
                     issues.push(ConfigIssue::new(
                         format!("prices.{model}.{field}"),
@@ -447,7 +454,7 @@ mod tests {
             upstream_timeout = "30s"
             revoke_tools_mode = "refuse"
             reduce_autonomy = { requests_per_minute = 2 }
-            prices = { "my-model" = { input_usd_per_million = 1.0, output_usd_per_million = 2.0 } }
+            prices = { "my-model" = { input_per_mtok = 1.0, output_per_mtok = 2.0 } }
             [[routes]]
             agents = "research-*"
             provider = "local"
@@ -465,7 +472,8 @@ mod tests {
         assert_eq!(cfg.reduce_autonomy.requests_per_minute, 2);
         assert_eq!(cfg.reduce_autonomy.max_tokens, 1024);
         assert_eq!(cfg.policies[0].requests_per_minute, Some(60));
-        assert_eq!(cfg.prices.len(), 1);
+        assert_eq!(cfg.prices["my-model"].output_per_mtok, 2.0);
+        assert!(cfg.prices.contains_key("gpt-4o-mini"), "defaults kept");
         assert_eq!(
             parse_base_url(&cfg.upstream).unwrap().as_str(),
             "http://127.0.0.1:9000/"

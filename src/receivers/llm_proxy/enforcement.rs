@@ -111,10 +111,13 @@ struct Shared {
     drain_timeout: Duration,
 }
 
-/// A handle on the running proxy's enforcement state; cheap to clone.
+/// A handle on the running proxy's enforcement state; cheap to clone. It
+/// is an [`EnforcementTarget`](crate::executors::target::EnforcementTarget)
+/// (see `target.rs`).
 #[derive(Debug, Clone)]
 pub struct ProxyEnforcement {
     shared: Arc<Shared>,
+    id: Arc<str>,
 }
 
 /// A request let through: what applies to it, and its in-flight slot.
@@ -161,7 +164,25 @@ impl ProxyEnforcement {
                 reduce_defaults: reduce_defaults.into(),
                 drain_timeout,
             }),
+            id: Arc::from(TARGET_ID),
         }
+    }
+
+    /// The same handle under another target id (the executors config's
+    /// component id, e.g. `llm_proxy/eu`).
+    pub fn with_id(mut self, id: &str) -> Self {
+        self.id = Arc::from(id);
+        self
+    }
+
+    /// The target id outcomes are reported under.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How long `drain` waits for in-flight requests.
+    pub fn drain_timeout(&self) -> Duration {
+        self.shared.drain_timeout
     }
 
     /// Lets a request from `agent_id` in, or refuses it (quarantine, drain).
@@ -291,11 +312,12 @@ impl ProxyEnforcement {
         result
     }
 
-    /// Carries out one action on one agent. `parameters` may override the
+    /// Carries out one action on one agent (what the executors call through
+    /// the `EnforcementTarget` trait). `parameters` may override the
     /// reduce_autonomy limits (`requests_per_minute`, `tokens_per_minute`,
     /// `max_tokens`). Never fails silently: an action the proxy cannot carry
     /// out is a failed result saying why.
-    pub async fn execute(
+    pub async fn apply(
         &self,
         agent_id: &str,
         action: Action,
@@ -441,7 +463,7 @@ mod tests {
     async fn drain_reports_stragglers() {
         let e = enforcement();
         let _admitted = e.admit("a").unwrap();
-        let result = e.execute("a", Action::Drain, &BTreeMap::new()).await;
+        let result = e.apply("a", Action::Drain, &BTreeMap::new()).await;
         assert!(!result.success);
         assert!(
             result.message.contains("1 request(s) still in flight"),
@@ -455,15 +477,15 @@ mod tests {
         let e = enforcement();
         let params: BTreeMap<String, String> =
             [("max_tokens".to_string(), "50".to_string())].into();
-        let result = e.execute("a", Action::ReduceAutonomy, &params).await;
+        let result = e.apply("a", Action::ReduceAutonomy, &params).await;
         assert!(result.success, "{}", result.message);
         let reduced = e.restrictions("a").reduced_autonomy.unwrap();
         assert_eq!((reduced.max_tokens, reduced.requests_per_minute), (50, 6));
         let bad: BTreeMap<String, String> = [("max_tokens".to_string(), "-1".to_string())].into();
-        assert!(!e.execute("a", Action::ReduceAutonomy, &bad).await.success);
+        assert!(!e.apply("a", Action::ReduceAutonomy, &bad).await.success);
 
         assert!(
-            e.execute("a", Action::RevokeTools, &BTreeMap::new())
+            e.apply("a", Action::RevokeTools, &BTreeMap::new())
                 .await
                 .success
         );
@@ -480,7 +502,7 @@ mod tests {
             Action::RollbackPrompt,
             Action::ResetAgent,
         ] {
-            let result = e.execute("a", action, &BTreeMap::new()).await;
+            let result = e.apply("a", action, &BTreeMap::new()).await;
             assert!(!result.success);
             assert!(result.message.contains("cannot"), "{}", result.message);
         }

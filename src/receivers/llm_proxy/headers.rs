@@ -1,8 +1,9 @@
 //! Which headers cross the proxy. End-to-end headers pass intact;
 //! hop-by-hop ones (RFC 9110 §7.6.1: Connection, Keep-Alive, Proxy-*, TE,
 //! Trailer, Transfer-Encoding, Upgrade, and any named in Connection) stop
-//! here, as do the proxy's own routing header and what the HTTP client sets
-//! itself (Host, Content-Length).
+//! here, as do the proxy's own routing header, what the HTTP client sets
+//! itself (Host, Content-Length), and `Expect` (the proxy already holds the
+//! whole body; `100-continue` was answered on the client's connection).
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -46,6 +47,7 @@ pub fn upstream_request_headers(incoming: &HeaderMap) -> HeaderMap {
         if is_hop_by_hop(name, &named)
             || name == header::HOST
             || name == header::CONTENT_LENGTH
+            || name == header::EXPECT
             || name.as_str() == PROVIDER_HEADER
         {
             continue;
@@ -119,6 +121,7 @@ mod tests {
             ("upgrade", "h2c"),
             ("transfer-encoding", "chunked"),
             ("content-length", "10"),
+            ("expect", "100-continue"),
             ("x-llm-provider", "azure"),
             ("authorization", "Bearer sk-x"),
             ("openai-organization", "org-1"),

@@ -30,6 +30,7 @@ pub mod request;
 pub mod response;
 pub mod routing;
 pub mod sse;
+mod target;
 pub mod tee;
 pub mod turn;
 

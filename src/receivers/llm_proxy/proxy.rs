@@ -427,12 +427,18 @@ async fn pump(
     admitted: Admitted,
 ) {
     let status = upstream.status().as_u16();
+    let is_stream = upstream
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().starts_with("text/event-stream"));
     let cut: CancellationToken = admitted.cut.clone();
     let mut transport_error = None;
+    let mut was_cut = false;
     loop {
         let next = tokio::select! {
             () = cut.cancelled() => {
-                state.telemetry.llm_proxy.cut_streams.inc();
+                was_cut = true;
                 break;
             }
             () = chunks.closed() => break,
@@ -473,7 +479,7 @@ async fn pump(
         let sent = tokio::select! {
             sent = chunks.send(Ok(chunk)) => sent.is_ok(),
             () = cut.cancelled() => {
-                state.telemetry.llm_proxy.cut_streams.inc();
+                was_cut = true;
                 false
             }
         };
@@ -481,12 +487,35 @@ async fn pump(
             break;
         }
     }
+    if was_cut {
+        state.telemetry.llm_proxy.cut_streams.inc();
+        tracing::info!(agent_id = %turn.agent_id, "llm_proxy: response cut, agent quarantined");
+        // A stream ends with an error event the OpenAI SDKs raise as an API
+        // error; any other body is aborted, so the client never mistakes
+        // the cut for a complete answer.
+        let last = if is_stream {
+            Ok(quarantine_event())
+        } else {
+            Err(std::io::Error::other("agent quarantined"))
+        };
+        // A client too slow to take it within a second gets a closed body.
+        let _ = tokio::time::timeout(Duration::from_secs(1), chunks.send(last)).await;
+    }
     // The response ends here (the client sees the end of the body).
     drop(chunks);
     drop(upstream);
     let facts = tee.map(Tee::finish).unwrap_or_default();
     finish_turn(&state, &turn, status, facts, transport_error);
     drop(admitted);
+}
+
+/// The SSE event that ends a stream cut by quarantine.
+fn quarantine_event() -> Bytes {
+    let error = ProxyError::quarantined();
+    let event = serde_json::json!({
+        "error": {"message": error.message, "type": error.kind, "code": error.code, "param": null}
+    });
+    Bytes::from(format!("data: {event}\n\n"))
 }
 
 /// Emits the turn's vitals (generation calls only) and charges its tokens.

@@ -74,33 +74,35 @@ pub fn hash_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// The system instructions: the concatenated text of every system or
-/// developer message part (Chat Completions), or `instructions` followed by
-/// the system/developer items of `input` (Responses). The same text gives the
-/// same hash as the OTLP path, which also concatenates the parts' text.
+/// The system instructions: the text of every system or developer message
+/// part (Chat Completions), or `instructions` followed by the parts of the
+/// system/developer items of `input` (Responses), in order, one newline
+/// between non-empty parts. The genai processor hashes OTLP content the same
+/// way, so the same prompt gives the same hash on both paths.
 fn system_text(api: Api, body: &Value) -> Option<String> {
-    let mut text = String::new();
+    let mut parts: Vec<&str> = Vec::new();
     match api {
         Api::ChatCompletions => {
             for message in body.get("messages").and_then(Value::as_array)? {
                 if is_system(message) {
-                    push_content(&mut text, message.get("content"));
+                    content_parts(&mut parts, message.get("content"));
                 }
             }
         }
         Api::Responses => {
             if let Some(instructions) = body.get("instructions").and_then(Value::as_str) {
-                text.push_str(instructions);
+                parts.push(instructions);
             }
             if let Some(items) = body.get("input").and_then(Value::as_array) {
                 for item in items.iter().filter(|i| is_system(i)) {
-                    push_content(&mut text, item.get("content"));
+                    content_parts(&mut parts, item.get("content"));
                 }
             }
         }
         Api::Completions | Api::Other => return None,
     }
-    (!text.is_empty()).then_some(text)
+    parts.retain(|p| !p.is_empty());
+    (!parts.is_empty()).then(|| parts.join("\n"))
 }
 
 fn is_system(message: &Value) -> bool {
@@ -110,16 +112,17 @@ fn is_system(message: &Value) -> bool {
     )
 }
 
-/// Appends a message content: a string, or the `text` of each part.
-fn push_content(out: &mut String, content: Option<&Value>) {
+/// The text parts of a message content: the string itself, or the `text`
+/// of each part.
+fn content_parts<'a>(out: &mut Vec<&'a str>, content: Option<&'a Value>) {
     match content {
-        Some(Value::String(s)) => out.push_str(s),
+        Some(Value::String(s)) => out.push(s),
         Some(Value::Array(parts)) => {
-            for part in parts {
-                if let Some(t) = part.get("text").and_then(Value::as_str) {
-                    out.push_str(t);
-                }
-            }
+            out.extend(
+                parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str)),
+            );
         }
         _ => {}
     }
@@ -208,7 +211,7 @@ mod tests {
         assert_eq!(info.model.as_deref(), Some("gpt-4o-mini"));
         assert!(info.stream);
         assert!(info.has_tools);
-        assert_eq!(info.prompt_hash, Some(hash_hex("You are a bot.")));
+        assert_eq!(info.prompt_hash, Some(hash_hex("You are \na \nbot.")));
         let none = inspect(
             Api::ChatCompletions,
             &json!({"messages": [{"role": "user", "content": "x"}], "tools": []}),
@@ -225,7 +228,7 @@ mod tests {
             "input": [{"role": "developer", "content": [{"type": "input_text", "text": " Always."}]}, {"role": "user", "content": "hi"}]
         });
         let info = inspect(Api::Responses, &body);
-        assert_eq!(info.prompt_hash, Some(hash_hex("Be brief. Always.")));
+        assert_eq!(info.prompt_hash, Some(hash_hex("Be brief.\n Always.")));
         assert!(!info.stream);
         let plain = inspect(Api::Responses, &json!({"input": "hello"}));
         assert_eq!(plain.prompt_hash, None);

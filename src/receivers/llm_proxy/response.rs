@@ -15,6 +15,9 @@ const MAX_MODEL_CHARS: usize = 200;
 pub struct ResponseFacts {
     pub model: Option<String>,
     pub input_tokens: u64,
+    /// Input tokens served from the provider's prompt cache (part of
+    /// `input_tokens`), priced at the cached rate.
+    pub cached_input_tokens: u64,
     pub output_tokens: u64,
     /// A usage object was seen; without one the token counts are 0, not
     /// guesses.
@@ -134,6 +137,10 @@ impl ResponseObserver {
             if input.is_some() || output.is_some() {
                 self.facts.input_tokens = input.unwrap_or(0);
                 self.facts.output_tokens = output.unwrap_or(0);
+                self.facts.cached_input_tokens = ["prompt_tokens_details", "input_tokens_details"]
+                    .iter()
+                    .find_map(|k| usage.get(*k)?.get("cached_tokens")?.as_u64())
+                    .unwrap_or(0);
                 self.facts.usage_known = true;
             }
         }
@@ -218,10 +225,11 @@ mod tests {
             "object": "chat.completion",
             "model": "gpt-4o-mini-2024-07-18",
             "choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [{"id": "a"}, {"id": "b"}]}}],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46}
+            "usage": {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46, "prompt_tokens_details": {"cached_tokens": 10}}
         }));
         assert_eq!(facts.model.as_deref(), Some("gpt-4o-mini-2024-07-18"));
         assert_eq!((facts.input_tokens, facts.output_tokens), (12, 34));
+        assert_eq!(facts.cached_input_tokens, 10);
         assert!(facts.usage_known);
         assert_eq!(facts.tool_calls, 2);
         assert_eq!(facts.error_type, None);

@@ -116,7 +116,13 @@ impl FinishedTurn<'_> {
             .or_else(|| (self.status >= 400).then(|| format!("http_{}", self.status)));
         let model = facts.model.or_else(|| self.request.model.clone());
         let cost = match (&model, facts.usage_known) {
-            (Some(model), true) => cost_usd(prices, model, facts.input_tokens, facts.output_tokens),
+            (Some(model), true) => cost_usd(
+                prices,
+                model,
+                facts.input_tokens,
+                facts.cached_input_tokens,
+                facts.output_tokens,
+            ),
             _ => 0.0,
         };
         let duration_ns = u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX);
@@ -205,6 +211,7 @@ mod tests {
             facts: ResponseFacts {
                 model: Some("gpt-4o-mini-2024-07-18".into()),
                 input_tokens: 1_000_000,
+                cached_input_tokens: 0,
                 output_tokens: 0,
                 usage_known: true,
                 tool_calls: 2,
