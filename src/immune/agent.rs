@@ -1,9 +1,13 @@
 //! One monitored agent: its baseline, its recent turns, where it is in its
 //! lifecycle, and what the API shows of it. Fixed, small memory.
 
+use super::anomaly::AnomalySet;
 use super::baseline::{Baseline, LearnedTurn};
 use super::config::ImmuneConfig;
+use super::diagnosis::Diagnosis;
+use super::episode::{Attempt, Episode};
 use super::lifecycle::LifecycleState;
+use super::memory::ImmuneMemory;
 use super::metric::Metric;
 use super::prompt::PromptHash;
 use super::sentinel::Evaluation;
@@ -21,9 +25,16 @@ pub struct AgentRecord {
     pub anomalous_streak: u32,
     /// Sustained-anomalous evaluations since the agent became SUSPECTED.
     pub sustained_ticks: u32,
-    /// The infection of the current episode was reported (one event per
-    /// episode, however long it lasts).
-    pub infection_reported: bool,
+    /// From the confirmed infection until HEALTHY again: one infection
+    /// event per episode, however long it lasts.
+    pub episode: Option<Box<Episode>>,
+    pub memory: ImmuneMemory,
+    /// Anomalies of the latest evaluation, as counted in the fleet summary.
+    pub showing: AnomalySet,
+    /// Diagnosis of the latest episode (for operator feedback after it).
+    pub last_diagnosis: Option<Diagnosis>,
+    /// The latest quarantine or release sent out.
+    pub enforcement: Option<Attempt>,
     pub last_vitals: Option<Vitals>,
     pub last_evaluation: Option<Evaluation>,
     pub last_seen: UnixNanos,
@@ -38,10 +49,26 @@ impl AgentRecord {
             since: now,
             anomalous_streak: 0,
             sustained_ticks: 0,
-            infection_reported: false,
+            episode: None,
+            memory: ImmuneMemory::default(),
+            showing: AnomalySet::EMPTY,
+            last_diagnosis: None,
+            enforcement: None,
             last_vitals: None,
             last_evaluation: None,
             last_seen: now,
+        }
+    }
+}
+
+impl AgentRecord {
+    /// The turn events about this agent link to: the infection's while in
+    /// an episode, else the latest.
+    pub fn link(&self) -> super::report::Link {
+        match (&self.episode, &self.last_vitals) {
+            (Some(e), _) => Some((e.infection.trace_id, e.infection.span_id)),
+            (None, Some(v)) => Some((v.trace_id, v.root_span_id)),
+            (None, None) => None,
         }
     }
 }

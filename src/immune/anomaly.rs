@@ -86,9 +86,22 @@ impl std::fmt::Display for AnomalyType {
     }
 }
 
-/// A set of anomaly types.
+/// A set of anomaly types (serialized as a list of names).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "Vec<AnomalyType>", from = "Vec<AnomalyType>")]
 pub struct AnomalySet(u16);
+
+impl From<AnomalySet> for Vec<AnomalyType> {
+    fn from(set: AnomalySet) -> Self {
+        set.iter().collect()
+    }
+}
+
+impl From<Vec<AnomalyType>> for AnomalySet {
+    fn from(kinds: Vec<AnomalyType>) -> Self {
+        kinds.into_iter().collect()
+    }
+}
 
 impl AnomalySet {
     pub const EMPTY: AnomalySet = AnomalySet(0);
@@ -163,5 +176,8 @@ mod tests {
         let b: AnomalySet = [AnomalyType::PromptChange].into_iter().collect();
         assert!(a.overlaps(b));
         assert!(!b.overlaps(AnomalySet::EMPTY));
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, r#"["token_spike","prompt_change"]"#);
+        assert_eq!(serde_json::from_str::<AnomalySet>(&json).unwrap(), a);
     }
 }

@@ -1,30 +1,69 @@
 //! The immune core of one detection shard: owns the records of the agents
-//! routed to it, learns and judges each turn, and reports what it found as
-//! events. Pure: time comes in as an argument, events go out as values.
+//! routed to it, learns and judges each turn, runs each agent's lifecycle,
+//! and reports what it found as events. Pure: time comes in as an
+//! argument; events go out through the caller's vector and effects through
+//! a queue the caller drains (`drain_effects`) after every call.
 
 use super::agent::{AgentRecord, window_turn};
 use super::baseline::BaselineSummary;
+use super::command::CommandError;
 use super::config::ImmuneConfig;
+use super::correlator::CorrelationVerdict;
+use super::diagnosis::{Diagnosis, Feedback, Hypothesis};
+use super::effect::Effect;
+use super::episode::{Approval, Episode, Infection};
 use super::event::Event;
+use super::fleet::FleetSummary;
 use super::lifecycle::LifecycleState;
-use super::report::{self, Confirmation};
+use super::memory::ImmuneMemory;
+use super::response::{self, Ctx};
 use super::sentinel::{self, Evaluation};
 use super::vitals::{UnixNanos, Vitals};
-use std::collections::HashMap;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 
 /// Agent ids longer than this are not monitored (a broken exporter, not an
 /// agent); the turns are counted as skipped.
 pub const MAX_AGENT_ID_LEN: usize = 512;
+/// Effects waiting for the caller; beyond this the caller is not draining
+/// and further effects are counted and dropped.
+pub const MAX_QUEUED_EFFECTS: usize = 100_000;
 
 pub struct ImmuneCore {
     config: ImmuneConfig,
     agents: HashMap<String, AgentRecord>,
     max_agents: usize,
     skipped_turns: u64,
+    /// This core's part of the fleet summary.
+    local: FleetSummary,
+    /// The whole fleet as the edge last summed it.
+    fleet: Option<FleetSummary>,
+    effects: Vec<Effect>,
+    dropped_effects: u64,
+    next_attempt: u64,
+    /// Agents with a deadline (DRAINING, HEALING).
+    timed: HashSet<String>,
+}
+
+/// A queued approval (pending or rejected), as the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalRequest {
+    pub agent_id: String,
+    pub state: LifecycleState,
+    pub approval: Approval,
+    pub requested_at: Option<UnixNanos>,
+    pub max_deviation: f64,
+    pub infection: Infection,
+    pub correlation: CorrelationVerdict,
+    /// Ranked hypotheses, each with its reasoning.
+    pub hypotheses: Vec<Hypothesis>,
+    /// One line: the infection and the leading diagnosis.
+    pub reasoning: String,
 }
 
 impl ImmuneCore {
-    /// A core that may monitor `config.max_agents` agents.
+    /// A core that may monitor `config.max_agents` agents and is the whole
+    /// fleet (single shard) until `set_fleet` is called.
     pub fn new(config: ImmuneConfig) -> Self {
         let max_agents = config.max_agents;
         Self {
@@ -32,6 +71,12 @@ impl ImmuneCore {
             agents: HashMap::new(),
             max_agents,
             skipped_turns: 0,
+            local: FleetSummary::default(),
+            fleet: None,
+            effects: Vec::new(),
+            dropped_effects: 0,
+            next_attempt: 0,
+            timed: HashSet::new(),
         }
     }
 
@@ -48,10 +93,82 @@ impl ImmuneCore {
         &self.config
     }
 
-    /// Learns and judges one turn.
+    /// This core's part of the fleet summary, for the edge to sum across
+    /// shards.
+    pub fn summary(&self) -> FleetSummary {
+        self.local
+    }
+
+    /// The fleet as the edge summed it from every shard's `summary()`
+    /// (this one's included). Until called, this core is the fleet.
+    pub fn set_fleet(&mut self, fleet: FleetSummary) {
+        self.fleet = Some(fleet);
+    }
+
+    /// The fleet as this core sees it (healing success counts per
+    /// diagnosis and action, operator feedback, anomalies per type).
+    pub fn fleet(&self) -> &FleetSummary {
+        self.fleet.as_ref().unwrap_or(&self.local)
+    }
+
+    /// Effects decided since the last call, oldest first.
+    pub fn drain_effects(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.effects.drain(..)
+    }
+
+    /// Effects dropped because the caller did not drain them.
+    pub fn dropped_effects(&self) -> u64 {
+        self.dropped_effects
+    }
+
+    /// Runs `step` on one agent with a response context.
+    fn with_agent<T>(
+        &mut self,
+        agent_id: &str,
+        now: UnixNanos,
+        events: &mut Vec<Event>,
+        step: impl FnOnce(&str, &mut AgentRecord, &mut Ctx) -> Result<T, CommandError>,
+    ) -> Result<T, CommandError> {
+        let Self {
+            config,
+            agents,
+            local,
+            fleet,
+            effects,
+            next_attempt,
+            timed,
+            ..
+        } = self;
+        let agent = agents
+            .get_mut(agent_id)
+            .ok_or_else(|| CommandError::UnknownAgent(agent_id.to_string()))?;
+        let mut ctx = Ctx {
+            config,
+            external: fleet.as_ref(),
+            local,
+            now,
+            events,
+            effects,
+            next_attempt,
+            timed,
+        };
+        let result = step(agent_id, agent, &mut ctx);
+        self.cap_effects();
+        result
+    }
+
+    fn cap_effects(&mut self) {
+        if self.effects.len() > MAX_QUEUED_EFFECTS {
+            let extra = self.effects.len() - MAX_QUEUED_EFFECTS;
+            self.effects.truncate(MAX_QUEUED_EFFECTS);
+            self.dropped_effects += extra as u64;
+        }
+    }
+
+    /// Learns and judges one turn, and moves the agent through its
+    /// lifecycle.
     pub fn observe(&mut self, vitals: &Vitals, now: UnixNanos, events: &mut Vec<Event>) {
-        let config = &self.config;
-        let id = &vitals.agent_id;
+        let id = vitals.agent_id.as_str();
         if id.is_empty() || id.len() > MAX_AGENT_ID_LEN {
             self.skipped_turns += 1;
             return;
@@ -62,43 +179,97 @@ impl ImmuneCore {
                 return;
             }
             self.agents
-                .insert(id.clone(), AgentRecord::new(config, now));
+                .insert(id.to_string(), AgentRecord::new(&self.config, now));
         }
-        let Some(agent) = self.agents.get_mut(id) else {
-            return;
-        };
-        agent.last_seen = now;
-        agent.last_vitals = Some(vitals.clone());
-        let mut turn = window_turn(vitals);
+        let _ = self.with_agent(id, now, events, |id, agent, ctx| {
+            observe_turn(id, agent, vitals, ctx);
+            Ok(())
+        });
+    }
 
-        if !agent.baseline.is_ready(config) {
-            // Warmup: nothing to judge against yet, so every turn is learned.
-            agent.baseline.learn(&turn.turn, config);
-            turn.learned = true;
-            agent.window.push(turn);
-            if agent.baseline.is_ready(config) {
-                enter(agent, LifecycleState::Healthy, now);
-            }
-            return;
+    /// Time passes: drain and healing deadlines. Cheap: only agents with a
+    /// deadline are looked at.
+    pub fn tick(&mut self, now: UnixNanos, events: &mut Vec<Event>) {
+        let due: Vec<String> = self.timed.iter().cloned().collect();
+        for id in due {
+            let _ = self.with_agent(&id, now, events, |id, agent, ctx| {
+                response::on_tick(id, agent, ctx);
+                Ok(())
+            });
         }
+    }
 
-        // The turn leaving the window is learned only if no anomaly was
-        // raised while it was inside and the agent is healthy.
-        if let Some(left) = agent.window.push(turn)
-            && !left.tainted
-            && !left.learned
-            && agent.state == LifecycleState::Healthy
-        {
-            agent.baseline.learn(&left.turn, config);
-        }
-        let Some(evaluation) = sentinel::evaluate(&agent.baseline, &agent.window, config) else {
-            return;
-        };
-        if evaluation.is_anomalous() {
-            agent.window.taint_all();
-        }
-        judge(agent, &evaluation, vitals, config, now, events);
-        agent.last_evaluation = Some(evaluation);
+    /// An executor's result for an effect (by its attempt id).
+    pub fn action_result(
+        &mut self,
+        agent_id: &str,
+        attempt_id: u64,
+        ok: bool,
+        message: &str,
+        now: UnixNanos,
+        events: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
+        self.with_agent(agent_id, now, events, |id, agent, ctx| {
+            response::on_result(id, agent, attempt_id, ok, message, ctx)
+        })
+    }
+
+    /// The operator approves healing of a quarantined agent.
+    pub fn approve(
+        &mut self,
+        agent_id: &str,
+        now: UnixNanos,
+        events: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
+        self.with_agent(agent_id, now, events, response::approve)
+    }
+
+    /// The operator rejects healing: the agent stays quarantined, EXHAUSTED,
+    /// until heal-now.
+    pub fn reject(
+        &mut self,
+        agent_id: &str,
+        now: UnixNanos,
+        events: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
+        self.with_agent(agent_id, now, events, response::reject)
+    }
+
+    /// The operator wants the agent healed now.
+    pub fn heal_now(
+        &mut self,
+        agent_id: &str,
+        now: UnixNanos,
+        events: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
+        self.with_agent(agent_id, now, events, response::heal_now)
+    }
+
+    /// Operator feedback on the agent's (latest) diagnosis; returns the
+    /// diagnosis it applied to.
+    pub fn feedback(
+        &mut self,
+        agent_id: &str,
+        kind: Feedback,
+        now: UnixNanos,
+        events: &mut Vec<Event>,
+    ) -> Result<Diagnosis, CommandError> {
+        self.with_agent(agent_id, now, events, |id, agent, ctx| {
+            response::feedback(id, agent, kind, ctx)
+        })
+    }
+
+    /// Forget the agent's baseline and learn it again.
+    pub fn reset_baseline(
+        &mut self,
+        agent_id: &str,
+        now: UnixNanos,
+        events: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
+        self.with_agent(agent_id, now, events, |id, agent, ctx| {
+            response::reset_baseline(id, agent, ctx);
+            Ok(())
+        })
     }
 
     /// Agents monitored by this core.
@@ -144,70 +315,100 @@ impl ImmuneCore {
     pub fn last_deviation(&self, agent_id: &str) -> Option<f64> {
         self.last_evaluation(agent_id).map(|e| e.max_deviation)
     }
+
+    /// The agent's current infection episode (diagnosis, healing under way,
+    /// approval, probation progress).
+    pub fn episode(&self, agent_id: &str) -> Option<&Episode> {
+        self.agents.get(agent_id)?.episode.as_deref()
+    }
+
+    /// Which healing actions failed for this agent, per diagnosis.
+    pub fn memory(&self, agent_id: &str) -> Option<&ImmuneMemory> {
+        self.agents.get(agent_id).map(|a| &a.memory)
+    }
+
+    /// Approvals waiting for an operator, oldest first.
+    pub fn pending_approvals(&self) -> Vec<ApprovalRequest> {
+        self.approvals(|a| matches!(a, Approval::Pending { .. }))
+    }
+
+    /// Healing the operator rejected (agents EXHAUSTED until heal-now).
+    pub fn rejected_approvals(&self) -> Vec<ApprovalRequest> {
+        self.approvals(|a| matches!(a, Approval::Rejected { .. }))
+    }
+
+    fn approvals(&self, wanted: impl Fn(&Approval) -> bool) -> Vec<ApprovalRequest> {
+        let mut list: Vec<ApprovalRequest> = self
+            .agents
+            .iter()
+            .filter_map(|(id, a)| {
+                let ep = a.episode.as_deref()?;
+                wanted(&ep.approval).then(|| ApprovalRequest {
+                    agent_id: id.clone(),
+                    state: a.state,
+                    approval: ep.approval,
+                    requested_at: ep.approval_requested_at,
+                    max_deviation: ep.max_deviation,
+                    infection: ep.infection.clone(),
+                    correlation: ep.correlation,
+                    hypotheses: ep.hypotheses.clone(),
+                    reasoning: format!(
+                        "{}; diagnosis: {}",
+                        ep.infection.description,
+                        super::report::describe_hypotheses(&ep.hypotheses)
+                    ),
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            a.requested_at
+                .cmp(&b.requested_at)
+                .then_with(|| a.agent_id.cmp(&b.agent_id))
+        });
+        list
+    }
 }
 
-fn enter(agent: &mut AgentRecord, state: LifecycleState, now: UnixNanos) {
-    agent.state = state;
-    agent.since = now;
-}
+/// One turn of one agent: learn (warmup, or the turn leaving the window
+/// clean), judge, respond.
+fn observe_turn(id: &str, agent: &mut AgentRecord, vitals: &Vitals, ctx: &mut Ctx) {
+    let config = ctx.config;
+    agent.last_seen = ctx.now;
+    agent.last_vitals = Some(vitals.clone());
+    let mut turn = window_turn(vitals);
 
-/// The lifecycle's response to one evaluation.
-fn judge(
-    agent: &mut AgentRecord,
-    evaluation: &Evaluation,
-    vitals: &Vitals,
-    config: &ImmuneConfig,
-    now: UnixNanos,
-    events: &mut Vec<Event>,
-) {
-    if !evaluation.is_anomalous() {
-        agent.anomalous_streak = 0;
-        if agent.state == LifecycleState::Suspected {
-            // A blip: the episode is over.
-            agent.sustained_ticks = 0;
-            agent.infection_reported = false;
-            enter(agent, LifecycleState::Healthy, now);
+    if !agent.baseline.is_ready(config) {
+        // Warmup: nothing to judge against yet, so every turn is learned.
+        agent.baseline.learn(&turn.turn, config);
+        turn.learned = true;
+        agent.window.push(turn);
+        if agent.baseline.is_ready(config) {
+            let reason = format!("baseline ready after {} turns", agent.baseline.turns());
+            response::transition(id, agent, LifecycleState::Healthy, &reason, ctx);
         }
         return;
     }
-    agent.anomalous_streak = agent.anomalous_streak.saturating_add(1);
-    match agent.state {
-        LifecycleState::Healthy => {
-            enter(agent, LifecycleState::Suspected, now);
-            agent.sustained_ticks = 0;
-            agent.infection_reported = false;
-        }
-        LifecycleState::Suspected => {}
-        _ => return,
+
+    // The turn leaving the window is learned only if no anomaly was raised
+    // while it was inside and the agent is healthy.
+    if let Some(left) = agent.window.push(turn)
+        && !left.tainted
+        && !left.learned
+        && agent.state == LifecycleState::Healthy
+    {
+        agent.baseline.learn(&left.turn, config);
     }
-    if evaluation.is_sustained_anomalous() {
-        agent.sustained_ticks = agent.sustained_ticks.saturating_add(1);
-    }
-    // Only the sustained view moves an agent on: a single turn, however
-    // extreme, never quarantines by itself.
-    let drain = agent.sustained_ticks >= config.suspect_ticks
-        || evaluation.max_sustained_deviation > config.severe_sigma;
-    if drain {
-        enter(agent, LifecycleState::Draining, now);
-    }
-    if agent.infection_reported {
-        return;
-    }
-    let confirmation = if evaluation.max_deviation > config.severe_sigma {
-        Confirmation::Severe
-    } else if agent.anomalous_streak >= config.confirm_after {
-        Confirmation::Consecutive(agent.anomalous_streak)
-    } else {
+    let Some(evaluation) = sentinel::evaluate(&agent.baseline, &agent.window, config) else {
         return;
     };
-    agent.infection_reported = true;
-    events.push(report::infection(
-        &vitals.agent_id,
-        vitals,
-        evaluation,
-        confirmation,
-        now,
-    ));
+    if evaluation.is_anomalous() {
+        agent.window.taint_all();
+    }
+    let counted = agent.showing;
+    ctx.local.update_showing(counted, evaluation.anomalies);
+    agent.showing = evaluation.anomalies;
+    response::on_evaluation(id, agent, &evaluation, vitals, counted, ctx);
+    agent.last_evaluation = Some(evaluation);
 }
 
 #[cfg(test)]
@@ -215,6 +416,7 @@ mod tests {
     use super::*;
     use crate::immune::event::AttrValue;
     use crate::immune::metric::Metric;
+    use crate::immune::report;
     use crate::immune::testkit::SimAgent;
 
     const SECOND: UnixNanos = 1_000_000_000;
@@ -255,11 +457,16 @@ mod tests {
         }
 
         fn infections(&self) -> usize {
-            self.events
-                .iter()
-                .filter(|e| e.name == report::INFECTION)
-                .count()
+            self.named(report::INFECTION).len()
         }
+
+        fn named(&self, name: &str) -> Vec<&Event> {
+            self.events.iter().filter(|e| e.name == name).collect()
+        }
+    }
+
+    fn infection(events: &[Event]) -> Option<&Event> {
+        events.iter().find(|e| e.name == report::INFECTION)
     }
 
     fn attr<'a>(event: &'a Event, key: &str) -> &'a AttrValue {
@@ -345,7 +552,10 @@ mod tests {
             h.healthy(&mut agent, 20_000);
             infections += h.infections();
         }
-        assert!(infections <= 6, "{infections} false infections in 100k turns");
+        assert!(
+            infections <= 6,
+            "{infections} false infections in 100k turns"
+        );
     }
 
     #[test]
@@ -357,8 +567,17 @@ mod tests {
         burst.input_tokens *= 5;
         burst.output_tokens *= 5;
         let events = h.turn(&burst);
-        assert_eq!(events.len(), 1);
-        let e = &events[0];
+        let names: Vec<_> = events.iter().map(|e| e.name).collect();
+        assert_eq!(
+            names,
+            [
+                report::LIFECYCLE,
+                report::INFECTION,
+                report::CORRELATION,
+                report::DIAGNOSIS
+            ]
+        );
+        let e = infection(&events).unwrap();
         assert_eq!(e.name, "agent_immune.infection");
         assert_eq!(e.agent_id, "coder");
         assert!(e.id.is_empty());
@@ -393,8 +612,13 @@ mod tests {
         assert!(e.body.contains(" tokens, baseline "), "{}", e.body);
         // A one-turn blip: healthy again on the next turn, nothing more said.
         assert_eq!(h.core.state("coder"), Some(LifecycleState::Suspected));
-        assert!(h.turn(&agent.next_turn()).is_empty());
+        let events = h.turn(&agent.next_turn());
+        assert!(infection(&events).is_none());
         assert_eq!(h.core.state("coder"), Some(LifecycleState::Healthy));
+        assert!(
+            h.core.drain_effects().next().is_none(),
+            "a single turn never quarantines"
+        );
     }
 
     #[test]
@@ -410,14 +634,14 @@ mod tests {
         let mut at = None;
         for i in 1..=10 {
             let v = agent.next_turn();
-            if !h.turn(&v).is_empty() {
+            if infection(&h.turn(&v)).is_some() {
                 at = Some(i);
                 break;
             }
         }
         let at = at.expect("a 6x latency step raised no infection");
         assert!(at <= 5, "detected only after {at} turns");
-        let e = h.events.last().unwrap();
+        let e = h.named(report::INFECTION)[0];
         let AttrValue::StrList(kinds) = attr(e, "agent_immune.anomalies") else {
             panic!()
         };
@@ -451,7 +675,7 @@ mod tests {
         }
         assert_eq!(h.infections(), 1, "one infection, reported once");
         assert_eq!(h.core.state("drifty"), Some(LifecycleState::Draining));
-        let e = &h.events[0];
+        let e = h.named(report::INFECTION)[0];
         assert!(
             matches!(attr(e, "agent_immune.anomalies"), AttrValue::StrList(k) if k == &["latency_spike"])
         );
@@ -512,12 +736,12 @@ mod tests {
         let raised: Vec<usize> = (1..=10)
             .filter(|_| {
                 let v = agent.next_turn();
-                !h.turn(&v).is_empty()
+                infection(&h.turn(&v)).is_some()
             })
             .collect();
         // Majority of 5 from the 3rd turn, 3 anomalous evaluations in a row.
         assert_eq!(raised, [5]);
-        let e = &h.events[0];
+        let e = h.named(report::INFECTION)[0];
         assert_eq!(
             attr(e, "agent_immune.confirmed_by"),
             &AttrValue::Str("consecutive".into())
