@@ -417,73 +417,7 @@ mod tests {
     use crate::immune::event::AttrValue;
     use crate::immune::metric::Metric;
     use crate::immune::report;
-    use crate::immune::testkit::SimAgent;
-
-    const SECOND: UnixNanos = 1_000_000_000;
-
-    struct Harness {
-        core: ImmuneCore,
-        events: Vec<Event>,
-        now: UnixNanos,
-    }
-
-    impl Harness {
-        fn new() -> Self {
-            Self::with(ImmuneConfig::default())
-        }
-
-        fn with(config: ImmuneConfig) -> Self {
-            Self {
-                core: ImmuneCore::new(config),
-                events: Vec::new(),
-                now: 1_700_000_000 * SECOND,
-            }
-        }
-
-        /// One turn; returns the events it raised.
-        fn turn(&mut self, vitals: &Vitals) -> Vec<Event> {
-            self.now += SECOND;
-            let mut out = Vec::new();
-            self.core.observe(vitals, self.now, &mut out);
-            self.events.extend(out.iter().cloned());
-            out
-        }
-
-        fn healthy(&mut self, agent: &mut SimAgent, n: usize) {
-            for _ in 0..n {
-                let v = agent.next_turn();
-                self.turn(&v);
-            }
-        }
-
-        fn infections(&self) -> usize {
-            self.named(report::INFECTION).len()
-        }
-
-        fn named(&self, name: &str) -> Vec<&Event> {
-            self.events.iter().filter(|e| e.name == name).collect()
-        }
-    }
-
-    fn infection(events: &[Event]) -> Option<&Event> {
-        events.iter().find(|e| e.name == report::INFECTION)
-    }
-
-    fn attr<'a>(event: &'a Event, key: &str) -> &'a AttrValue {
-        &event
-            .attributes
-            .iter()
-            .find(|(k, _)| k == key)
-            .unwrap_or_else(|| panic!("no attribute {key}"))
-            .1
-    }
-
-    fn double(event: &Event, key: &str) -> f64 {
-        match attr(event, key) {
-            AttrValue::Double(d) => *d,
-            other => panic!("{key} is {other:?}"),
-        }
-    }
+    use crate::immune::testkit::{Harness, SimAgent, attr, double, infection};
 
     #[test]
     fn an_agent_learns_for_min_samples_turns_then_is_healthy() {
@@ -768,11 +702,7 @@ mod tests {
             max_agents: 4,
             ..ImmuneConfig::default()
         };
-        let mut h = Harness {
-            core: ImmuneCore::for_shard(config, 2),
-            events: Vec::new(),
-            now: 0,
-        };
+        let mut h = Harness::of(ImmuneCore::for_shard(config, 2));
         for name in ["a", "b", "c"] {
             h.turn(&SimAgent::new(name, 9).next_turn());
         }

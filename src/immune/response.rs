@@ -754,3 +754,579 @@ pub fn reset_baseline(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) {
     agent.window.clear();
     transition(id, agent, Initializing, reason, ctx);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::immune::core::ImmuneCore;
+    use crate::immune::event::{AttrValue, Severity};
+    use crate::immune::testkit::{Harness, SimAgent, attr};
+
+    /// Approval and severity out of the way, for tests about other rules.
+    fn lenient() -> ImmuneConfig {
+        ImmuneConfig {
+            approval_sigma: 20.0,
+            severe_sigma: 25.0,
+            ..ImmuneConfig::default()
+        }
+    }
+
+    fn state(h: &Harness, id: &str) -> LifecycleState {
+        h.core.state(id).unwrap()
+    }
+
+    /// Feeds sick turns until the agent leaves SUSPECTED (or 30 turns).
+    fn until_draining(h: &mut Harness, agent: &mut SimAgent) {
+        for _ in 0..30 {
+            let v = agent.next_turn();
+            h.turn(&v);
+            if state(h, &agent.id) == Draining {
+                return;
+            }
+        }
+        panic!("{} never drained: {:?}", agent.id, h.core.state(&agent.id));
+    }
+
+    fn effect_of(h: &Harness, pick: impl Fn(&Effect) -> bool) -> Effect {
+        h.effects.iter().rev().find(|e| pick(e)).cloned().unwrap()
+    }
+
+    fn last_heal(h: &Harness) -> Effect {
+        effect_of(h, |e| matches!(e, Effect::Heal { .. }))
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_one_evaluation_blip_returns_to_healthy_without_quarantine() {
+        let mut h = Harness::new();
+        let mut agent = SimAgent::new("blip", 1);
+        h.healthy(&mut agent, 100);
+        // Slow, fast, slow, fast, slow: 3 of 5 slow on one evaluation only
+        // (3x, below severe: a sustained view beyond severe would drain).
+        for i in 0..5 {
+            let mut v = agent.next_turn();
+            if i % 2 == 0 {
+                v.latency_ms *= 3.0;
+            }
+            h.turn(&v);
+        }
+        assert_eq!(state(&h, "blip"), Suspected);
+        h.healthy(&mut agent, 3);
+        assert_eq!(state(&h, "blip"), Healthy);
+        assert!(h.effects.is_empty(), "{:?}", h.effects);
+        assert_eq!(h.infections(), 0);
+        assert_eq!(
+            h.transitions("blip"),
+            pairs(&[
+                ("INITIALIZING", "HEALTHY"),
+                ("HEALTHY", "SUSPECTED"),
+                ("SUSPECTED", "HEALTHY")
+            ])
+        );
+    }
+
+    #[test]
+    fn a_persistent_anomaly_is_drained_quarantined_healed_and_passes_probation() {
+        let mut h = Harness::new();
+        let mut agent = SimAgent::new("slowpoke", 2);
+        h.healthy(&mut agent, 100);
+        agent.latency_ms *= 2.5;
+        until_draining(&mut h, &mut agent);
+        assert!(matches!(h.last_effect(), Some(Effect::Drain { .. })));
+        // In-flight work gets drain_timeout; nothing happens before it.
+        h.wait(29);
+        assert_eq!(state(&h, "slowpoke"), Draining);
+        h.wait(1);
+        assert_eq!(state(&h, "slowpoke"), Healing);
+        assert!(
+            h.effects
+                .iter()
+                .any(|e| matches!(e, Effect::Quarantine { .. }))
+        );
+        let heal = last_heal(&h);
+        // Latency alone: a slow dependency is the likely cause.
+        assert_eq!(h.heals(), pairs(&[("reduce_autonomy", "external_cause")]));
+        h.result(&heal, true);
+        assert_eq!(state(&h, "slowpoke"), Probation);
+        assert!(matches!(h.last_effect(), Some(Effect::Release { .. })));
+        // Healed: fresh turns are normal again.
+        agent.latency_ms /= 2.5;
+        h.healthy(&mut agent, 9);
+        assert_eq!(state(&h, "slowpoke"), Probation);
+        h.healthy(&mut agent, 1);
+        assert_eq!(state(&h, "slowpoke"), Healthy);
+        assert_eq!(
+            h.transitions("slowpoke"),
+            pairs(&[
+                ("INITIALIZING", "HEALTHY"),
+                ("HEALTHY", "SUSPECTED"),
+                ("SUSPECTED", "DRAINING"),
+                ("DRAINING", "QUARANTINED"),
+                ("QUARANTINED", "HEALING"),
+                ("HEALING", "PROBATION"),
+                ("PROBATION", "HEALTHY"),
+            ])
+        );
+        let names: Vec<&str> = h.events.iter().map(|e| e.name).collect();
+        for name in [
+            report::INFECTION,
+            report::CORRELATION,
+            report::DIAGNOSIS,
+            report::QUARANTINE,
+            report::HEALING_ACTION,
+            report::HEALING_RESULT,
+            report::PROBATION,
+            report::RELEASE,
+        ] {
+            assert!(names.contains(&name), "no {name} in {names:?}");
+        }
+        let passed = h.named(report::PROBATION).pop().unwrap();
+        assert_eq!(
+            attr(passed, "agent_immune.result"),
+            &AttrValue::Str("passed".into())
+        );
+        // The fix is remembered fleet-wide and the baseline follows the
+        // healed agent quickly.
+        let stats = h
+            .core
+            .fleet()
+            .stats(Diagnosis::ExternalCause, Action::ReduceAutonomy);
+        assert_eq!((stats.successes, stats.failures), (1, 0));
+        let summary = h.core.baseline("slowpoke").unwrap();
+        assert!(summary.metrics[0].accelerated > 0);
+        assert!(h.core.episode("slowpoke").is_none());
+        // Every event links to a turn.
+        assert!(h.events.iter().all(|e| e.trace_id.is_some()));
+    }
+
+    #[test]
+    fn a_drain_result_quarantines_before_the_timeout() {
+        let mut h = Harness::with(lenient());
+        let mut agent = SimAgent::new("quick", 3);
+        h.healthy(&mut agent, 100);
+        agent.latency_ms *= 3.0;
+        until_draining(&mut h, &mut agent);
+        let drain = h.last_effect().unwrap();
+        h.result(&drain, true);
+        assert_eq!(state(&h, "quick"), Healing);
+        let lifecycle = h.named(report::LIFECYCLE);
+        let quarantined = lifecycle
+            .iter()
+            .find(|e| e.body.contains("-> QUARANTINED"))
+            .unwrap();
+        assert_eq!(
+            attr(quarantined, "agent_immune.reason"),
+            &AttrValue::Str("in-flight work drained".into())
+        );
+    }
+
+    #[test]
+    fn seven_sigma_needs_approval_approve_heals_reject_exhausts_until_heal_now() {
+        let mut h = Harness::new();
+        let mut approved = SimAgent::new("approved", 4);
+        let mut rejected = SimAgent::new("rejected", 5);
+        h.healthy(&mut approved, 100);
+        h.healthy(&mut rejected, 100);
+        for agent in [&mut approved, &mut rejected] {
+            // ln(6)/0.25 ≈ 7σ.
+            agent.latency_ms *= 6.0;
+            until_draining(&mut h, agent);
+        }
+        h.wait(30);
+        assert_eq!(state(&h, "approved"), Quarantined);
+        assert_eq!(state(&h, "rejected"), Quarantined);
+        assert!(h.heals().is_empty(), "no healing before approval");
+        let requests = h.named(report::APPROVAL_REQUESTED);
+        assert_eq!(requests.len(), 2);
+        assert!(
+            matches!(attr(requests[0], "agent_immune.max_deviation"), AttrValue::Double(d) if *d >= 5.0)
+        );
+        let pending = h.core.pending_approvals();
+        assert_eq!(pending.len(), 2);
+        assert!(pending[0].max_deviation >= 5.0);
+        assert!(
+            pending[0]
+                .infection
+                .anomalies
+                .contains(crate::immune::anomaly::AnomalyType::LatencySpike)
+        );
+        assert!(!pending[0].hypotheses.is_empty());
+        assert!(
+            pending[0].reasoning.contains("latency_spike"),
+            "{}",
+            pending[0].reasoning
+        );
+
+        h.command(|c, now, ev| c.approve("approved", now, ev))
+            .unwrap();
+        assert_eq!(state(&h, "approved"), Healing);
+        assert_eq!(h.heals().len(), 1);
+
+        h.command(|c, now, ev| c.reject("rejected", now, ev))
+            .unwrap();
+        assert_eq!(state(&h, "rejected"), Exhausted);
+        assert!(h.core.pending_approvals().is_empty());
+        let rejected_list = h.core.rejected_approvals();
+        assert_eq!(rejected_list.len(), 1);
+        assert_eq!(rejected_list[0].agent_id, "rejected");
+        // Rejected stays rejected: no healing, more turns change nothing.
+        let heals_of = |h: &Harness, id: &str| {
+            h.effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Heal { .. }) && e.agent_id() == id)
+                .count()
+        };
+        h.wait(3600);
+        h.healthy(&mut rejected, 20);
+        assert_eq!(state(&h, "rejected"), Exhausted);
+        assert_eq!(heals_of(&h, "rejected"), 0);
+        let err = h
+            .command(|c, now, ev| c.approve("rejected", now, ev))
+            .unwrap_err();
+        assert!(matches!(err, CommandError::NotPending { .. }), "{err}");
+        h.command(|c, now, ev| c.heal_now("rejected", now, ev))
+            .unwrap();
+        assert_eq!(state(&h, "rejected"), Healing);
+        assert_eq!(heals_of(&h, "rejected"), 1);
+        let decided: Vec<_> = h
+            .named(report::APPROVAL_DECIDED)
+            .iter()
+            .map(|e| attr(e, "agent_immune.decision").clone())
+            .collect();
+        assert_eq!(
+            decided,
+            [
+                AttrValue::Str("approved".into()),
+                AttrValue::Str("rejected".into()),
+                AttrValue::Str("healed now".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn when_the_primary_hypothesis_is_exhausted_the_secondary_heals() {
+        let mut h = Harness::with(lenient());
+        let mut agent = SimAgent::new("hoarder", 6);
+        h.healthy(&mut agent, 100);
+        // Context bloat: input tokens (and so cost) double, same prompt.
+        agent.input_tokens *= 2.0;
+        until_draining(&mut h, &mut agent);
+        let diagnosis = h.core.episode("hoarder").unwrap().hypotheses.clone();
+        assert_eq!(diagnosis[0].diagnosis, Diagnosis::MemoryCorruption);
+        assert_eq!(diagnosis[1].diagnosis, Diagnosis::CostOverrun);
+        h.wait(30);
+        // reset_memory "works" but the agent is still sick: probation fails.
+        h.result(&last_heal(&h), true);
+        assert_eq!(state(&h, "hoarder"), Probation);
+        h.healthy(&mut agent, 10);
+        assert_eq!(
+            state(&h, "hoarder"),
+            Healing,
+            "probation failed back to healing"
+        );
+        let failed = h.named(report::PROBATION).pop().unwrap();
+        assert_eq!(failed.severity, Severity::Warn);
+        assert_eq!(
+            attr(failed, "agent_immune.result"),
+            &AttrValue::Str("failed".into())
+        );
+        // reset_agent fails outright: memory_corruption is exhausted.
+        h.result(&last_heal(&h), false);
+        assert_eq!(state(&h, "hoarder"), Healing);
+        // cost_overrun's ladder, without what already failed here.
+        let fix = last_heal(&h);
+        h.result(&fix, true);
+        agent.input_tokens /= 2.0;
+        h.healthy(&mut agent, 10);
+        assert_eq!(state(&h, "hoarder"), Healthy);
+        assert_eq!(
+            h.heals(),
+            pairs(&[
+                ("reset_memory", "memory_corruption"),
+                ("reset_agent", "memory_corruption"),
+                ("reduce_autonomy", "cost_overrun"),
+            ])
+        );
+        let memory = h.core.memory("hoarder").unwrap();
+        assert_eq!(
+            memory.failed_actions(Diagnosis::MemoryCorruption),
+            [Action::ResetMemory, Action::ResetAgent]
+        );
+        assert_eq!(
+            h.core
+                .fleet()
+                .stats(Diagnosis::CostOverrun, Action::ReduceAutonomy)
+                .successes,
+            1
+        );
+    }
+
+    #[test]
+    fn every_action_failing_exhausts_the_agent() {
+        let mut h = Harness::with(lenient());
+        let mut agent = SimAgent::new("doomed", 7);
+        h.healthy(&mut agent, 100);
+        agent.latency_ms *= 3.0;
+        until_draining(&mut h, &mut agent);
+        h.wait(30);
+        for _ in 0..20 {
+            if state(&h, "doomed") != Healing {
+                break;
+            }
+            h.result(&last_heal(&h), false);
+        }
+        assert_eq!(state(&h, "doomed"), Exhausted);
+        let exhausted = h.named(report::LIFECYCLE).pop().unwrap();
+        assert_eq!(exhausted.severity, Severity::Error);
+        // No action was tried twice in the episode.
+        let mut tried: Vec<String> = h.heals().into_iter().map(|(a, _)| a).collect();
+        let n = tried.len();
+        tried.sort();
+        tried.dedup();
+        assert_eq!(tried.len(), n, "{:?}", h.heals());
+        // Heal-now lets the operator start over.
+        h.command(|c, now, ev| c.heal_now("doomed", now, ev))
+            .unwrap();
+        assert_eq!(state(&h, "doomed"), Healing);
+    }
+
+    #[test]
+    fn a_healing_action_without_result_times_out_as_failed() {
+        let mut h = Harness::with(lenient());
+        let mut agent = SimAgent::new("silent", 8);
+        h.healthy(&mut agent, 100);
+        agent.latency_ms *= 3.0;
+        until_draining(&mut h, &mut agent);
+        h.wait(30);
+        let first = last_heal(&h);
+        h.wait(119);
+        assert_eq!(last_heal(&h), first);
+        h.wait(1);
+        assert_ne!(last_heal(&h), first);
+        let result = h.named(report::HEALING_RESULT).pop().unwrap();
+        assert_eq!(attr(result, "agent_immune.ok"), &AttrValue::Bool(false));
+        assert!(
+            result.body.contains("no result within 2m"),
+            "{}",
+            result.body
+        );
+        // A late result for the timed-out attempt is refused, not applied.
+        let late = h
+            .command(|c, now, ev| c.action_result("silent", first.attempt_id(), true, "", now, ev));
+        assert!(matches!(late, Err(CommandError::UnknownAttempt { .. })));
+    }
+
+    #[test]
+    fn forty_percent_of_the_fleet_with_the_same_spike_is_fleet_wide_and_not_quarantined() {
+        let mut h = Harness::new();
+        let mut fleet: Vec<SimAgent> = (0..10)
+            .map(|i| SimAgent::new(&format!("agent-{i}"), 100 + i))
+            .collect();
+        for _ in 0..100 {
+            for agent in &mut fleet {
+                let v = agent.next_turn();
+                h.turn(&v);
+            }
+        }
+        // The provider slows down for four agents of ten.
+        for agent in &mut fleet[..4] {
+            agent.latency_ms *= 3.0;
+        }
+        for _ in 0..20 {
+            for agent in &mut fleet {
+                let v = agent.next_turn();
+                h.turn(&v);
+            }
+        }
+        assert!(
+            !h.effects
+                .iter()
+                .any(|e| matches!(e, Effect::Drain { .. } | Effect::Quarantine { .. })),
+            "{:?}",
+            h.effects
+        );
+        for agent in &fleet[..4] {
+            assert_eq!(state(&h, &agent.id), Suspected, "{}", agent.id);
+        }
+        let alerts: Vec<_> = h
+            .named(report::CORRELATION)
+            .into_iter()
+            .filter(|e| attr(e, "agent_immune.scope") == &AttrValue::Str("fleet_wide".into()))
+            .collect();
+        assert!(!alerts.is_empty());
+        assert!(alerts.iter().all(|e| e.severity == Severity::Warn));
+        assert!(
+            alerts[0].body.contains("external cause"),
+            "{}",
+            alerts[0].body
+        );
+        // The diagnosis says so too.
+        let ep = h.core.episode("agent-0").unwrap();
+        assert_eq!(ep.hypotheses[0].diagnosis, Diagnosis::ExternalCause);
+        for agent in &fleet[4..] {
+            assert_eq!(state(&h, &agent.id), Healthy);
+        }
+    }
+
+    /// Infects an agent with a new system prompt and brings it to HEALING.
+    fn prompt_infection(h: &mut Harness, agent: &mut SimAgent) {
+        agent.prompt_hash = Some("5eed5eed5eed5eed5eed".into());
+        until_draining(h, agent);
+        h.wait(30);
+        assert_eq!(state(h, &agent.id), Healing);
+    }
+
+    fn heal_prompt(h: &mut Harness, agent: &mut SimAgent, good: &str) {
+        h.result(&last_heal(h), true);
+        agent.prompt_hash = Some(good.to_string());
+        h.healthy(agent, 10);
+        assert_eq!(state(h, &agent.id), Healthy);
+    }
+
+    #[test]
+    fn a_failed_action_is_never_retried_for_that_agent_and_diagnosis() {
+        let mut h = Harness::new();
+        let mut agent = SimAgent::new("writer", 9);
+        let good = agent.prompt_hash.clone().unwrap();
+        h.healthy(&mut agent, 100);
+        prompt_infection(&mut h, &mut agent);
+        assert_eq!(h.heals(), pairs(&[("reset_memory", "prompt_drift")]));
+        h.result(&last_heal(&h), false);
+        heal_prompt(&mut h, &mut agent, &good);
+        // The same infection again: reset_memory is not tried again.
+        h.healthy(&mut agent, 20);
+        prompt_infection(&mut h, &mut agent);
+        assert_eq!(
+            h.heals(),
+            pairs(&[
+                ("reset_memory", "prompt_drift"),
+                ("rollback_prompt", "prompt_drift"),
+                ("rollback_prompt", "prompt_drift"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_fix_that_worked_for_other_agents_is_tried_first() {
+        let mut h = Harness::new();
+        let mut first = SimAgent::new("first", 10);
+        let mut second = SimAgent::new("second", 11);
+        let good = first.prompt_hash.clone().unwrap();
+        h.healthy(&mut first, 100);
+        h.healthy(&mut second, 100);
+        prompt_infection(&mut h, &mut first);
+        h.result(&last_heal(&h), false);
+        heal_prompt(&mut h, &mut first, &good);
+        assert_eq!(
+            h.core
+                .fleet()
+                .stats(Diagnosis::PromptDrift, Action::RollbackPrompt)
+                .successes,
+            1
+        );
+        prompt_infection(&mut h, &mut second);
+        let Effect::Heal {
+            agent_id, action, ..
+        } = last_heal(&h)
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (agent_id.as_str(), action),
+            ("second", Action::RollbackPrompt)
+        );
+    }
+
+    #[test]
+    fn false_positive_feedback_releases_and_lowers_confidence() {
+        let mut h = Harness::new();
+        let mut agent = SimAgent::new("innocent", 12);
+        let good = agent.prompt_hash.clone().unwrap();
+        h.healthy(&mut agent, 100);
+        prompt_infection(&mut h, &mut agent);
+        let confidence = h.core.episode("innocent").unwrap().hypotheses[0].confidence;
+        let d = h
+            .command(|c, now, ev| c.feedback("innocent", Feedback::FalsePositive, now, ev))
+            .unwrap();
+        assert_eq!(d, Diagnosis::PromptDrift);
+        assert_eq!(state(&h, "innocent"), Healthy);
+        assert!(matches!(h.last_effect(), Some(Effect::Release { .. })));
+        assert!((h.core.fleet().confidence_shift[d.index()] + 0.05).abs() < 1e-12);
+        // The next prompt_drift diagnosis is 0.05 less confident.
+        agent.prompt_hash = Some(good);
+        h.healthy(&mut agent, 20);
+        prompt_infection(&mut h, &mut agent);
+        let again = h.core.episode("innocent").unwrap().hypotheses[0].confidence;
+        assert!(
+            (confidence - again - 0.05).abs() < 1e-12,
+            "{confidence} -> {again}"
+        );
+    }
+
+    #[test]
+    fn commands_on_the_wrong_agent_or_state_are_refused() {
+        let mut h = Harness::new();
+        let mut agent = SimAgent::new("fine", 13);
+        h.healthy(&mut agent, 20);
+        let e = h
+            .command(|c, now, ev| c.approve("nobody", now, ev))
+            .unwrap_err();
+        assert_eq!(e, CommandError::UnknownAgent("nobody".into()));
+        let e = h
+            .command(|c, now, ev| c.reject("fine", now, ev))
+            .unwrap_err();
+        assert!(matches!(e, CommandError::NotPending { state: Healthy, .. }));
+        let e = h
+            .command(|c, now, ev| c.heal_now("fine", now, ev))
+            .unwrap_err();
+        assert!(matches!(e, CommandError::NothingToHeal { .. }));
+        let e = h
+            .command(|c, now, ev| c.feedback("fine", Feedback::Correct, now, ev))
+            .unwrap_err();
+        assert!(matches!(e, CommandError::NoDiagnosis { .. }));
+        let e = h
+            .command(|c, now, ev| c.action_result("fine", 99, true, "", now, ev))
+            .unwrap_err();
+        assert!(e.to_string().contains("no action attempt 99"), "{e}");
+    }
+
+    #[test]
+    fn reset_baseline_relearns_and_leaves_the_fleet_count() {
+        let mut h = Harness::new();
+        let mut agent = SimAgent::new("renewed", 14);
+        h.healthy(&mut agent, 20);
+        assert_eq!(h.core.summary().monitored, 1);
+        h.command(|c, now, ev| c.reset_baseline("renewed", now, ev))
+            .unwrap();
+        assert_eq!(state(&h, "renewed"), Initializing);
+        assert_eq!(h.core.summary().monitored, 0);
+        h.healthy(&mut agent, 15);
+        assert_eq!(state(&h, "renewed"), Healthy);
+        assert_eq!(h.core.summary().monitored, 1);
+    }
+
+    #[test]
+    fn the_fleet_summary_counts_what_agents_show_now() {
+        let mut h = Harness::new();
+        let mut a = SimAgent::new("a", 15);
+        h.healthy(&mut a, 100);
+        let mut v = a.next_turn();
+        v.tool_calls = 40;
+        h.turn(&v);
+        let spike = crate::immune::anomaly::AnomalyType::ToolExplosion.index();
+        assert_eq!(h.core.summary().showing[spike], 1);
+        h.healthy(&mut a, 1);
+        assert_eq!(h.core.summary().showing[spike], 0);
+        // Sharded: the edge sums the parts and hands the sum back.
+        let mut other = ImmuneCore::new(ImmuneConfig::default());
+        let mut total = h.core.summary();
+        total.merge(&other.summary());
+        other.set_fleet(total);
+        assert_eq!(other.fleet().monitored, 1);
+    }
+}

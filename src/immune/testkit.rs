@@ -2,7 +2,12 @@
 //! whose vitals look like production's (lognormal magnitudes, occasional
 //! slow turns, transient errors and retries).
 
-use super::vitals::Vitals;
+use super::config::ImmuneConfig;
+use super::core::ImmuneCore;
+use super::effect::Effect;
+use super::event::{AttrValue, Event};
+use super::report;
+use super::vitals::{UnixNanos, Vitals};
 
 /// splitmix64: tiny, deterministic, good enough for noise.
 pub struct Rng(pub u64);
@@ -125,5 +130,153 @@ impl SimAgent {
             model: Some("gpt-4o".to_string()),
             prompt_hash: self.prompt_hash.clone(),
         }
+    }
+}
+
+pub const SECOND: UnixNanos = 1_000_000_000;
+
+/// A core driven turn by turn, one simulated second per turn, keeping
+/// every event and effect.
+pub struct Harness {
+    pub core: ImmuneCore,
+    pub events: Vec<Event>,
+    pub effects: Vec<Effect>,
+    pub now: UnixNanos,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with(ImmuneConfig::default())
+    }
+
+    pub fn with(config: ImmuneConfig) -> Self {
+        Self::of(ImmuneCore::new(config))
+    }
+
+    pub fn of(core: ImmuneCore) -> Self {
+        Self {
+            core,
+            events: Vec::new(),
+            effects: Vec::new(),
+            now: 1_700_000_000 * SECOND,
+        }
+    }
+
+    fn collect(&mut self, out: Vec<Event>) -> Vec<Event> {
+        self.events.extend(out.iter().cloned());
+        self.effects.extend(self.core.drain_effects());
+        out
+    }
+
+    /// One turn; returns the events it raised.
+    pub fn turn(&mut self, vitals: &Vitals) -> Vec<Event> {
+        self.now += SECOND;
+        let mut out = Vec::new();
+        self.core.observe(vitals, self.now, &mut out);
+        self.collect(out)
+    }
+
+    pub fn healthy(&mut self, agent: &mut SimAgent, n: usize) {
+        for _ in 0..n {
+            let v = agent.next_turn();
+            self.turn(&v);
+        }
+    }
+
+    /// Time passes without turns.
+    pub fn wait(&mut self, seconds: u64) -> Vec<Event> {
+        self.now += seconds * SECOND;
+        let mut out = Vec::new();
+        self.core.tick(self.now, &mut out);
+        self.collect(out)
+    }
+
+    /// An executor reports on an effect.
+    pub fn result(&mut self, effect: &Effect, ok: bool) {
+        let mut out = Vec::new();
+        let message = if ok { "" } else { "target refused" };
+        self.core
+            .action_result(
+                effect.agent_id(),
+                effect.attempt_id(),
+                ok,
+                message,
+                self.now,
+                &mut out,
+            )
+            .unwrap();
+        self.collect(out);
+    }
+
+    /// Runs an operator command with the harness's time and collection.
+    pub fn command<T>(
+        &mut self,
+        f: impl FnOnce(&mut ImmuneCore, UnixNanos, &mut Vec<Event>) -> T,
+    ) -> T {
+        let mut out = Vec::new();
+        let result = f(&mut self.core, self.now, &mut out);
+        self.collect(out);
+        result
+    }
+
+    pub fn infections(&self) -> usize {
+        self.named(report::INFECTION).len()
+    }
+
+    pub fn named(&self, name: &str) -> Vec<&Event> {
+        self.events.iter().filter(|e| e.name == name).collect()
+    }
+
+    /// The heal effects sent, as (action, diagnosis) names.
+    pub fn heals(&self) -> Vec<(String, String)> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Heal {
+                    action, diagnosis, ..
+                } => Some((action.to_string(), diagnosis.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The newest effect of the agent, if any.
+    pub fn last_effect(&self) -> Option<Effect> {
+        self.effects.last().cloned()
+    }
+
+    /// (from, to) of the lifecycle events, in order.
+    pub fn transitions(&self, agent_id: &str) -> Vec<(String, String)> {
+        self.named(report::LIFECYCLE)
+            .into_iter()
+            .filter(|e| e.agent_id == agent_id)
+            .map(|e| {
+                let s = |k| match attr(e, k) {
+                    AttrValue::Str(s) => s.clone(),
+                    other => panic!("{k} is {other:?}"),
+                };
+                (s("agent_immune.from"), s("agent_immune.to"))
+            })
+            .collect()
+    }
+}
+
+pub fn infection(events: &[Event]) -> Option<&Event> {
+    events.iter().find(|e| e.name == report::INFECTION)
+}
+
+pub fn attr<'a>(event: &'a Event, key: &str) -> &'a AttrValue {
+    &event
+        .attributes
+        .iter()
+        .find(|(k, _)| k == key)
+        .unwrap_or_else(|| panic!("no attribute {key} in {event:?}"))
+        .1
+}
+
+pub fn double(event: &Event, key: &str) -> f64 {
+    match attr(event, key) {
+        AttrValue::Double(d) => *d,
+        other => panic!("{key} is {other:?}"),
     }
 }
