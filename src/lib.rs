@@ -14,4 +14,7 @@ pub mod immune;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;
+pub mod state;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testdata;
