@@ -25,4 +25,6 @@ pub enum CommandError {
     UnknownAttempt { agent: String, attempt_id: u64 },
     #[error("agent {agent:?} has not been diagnosed yet")]
     NoDiagnosis { agent: String },
+    #[error("cannot restore agent {agent:?}: {reason}")]
+    CannotRestore { agent: String, reason: String },
 }

@@ -5,6 +5,7 @@
 //! a queue the caller drains (`drain_effects`) after every call.
 
 use super::agent::{AgentRecord, window_turn};
+use super::anomaly::AnomalySet;
 use super::baseline::BaselineSummary;
 use super::command::CommandError;
 use super::config::ImmuneConfig;
@@ -18,6 +19,7 @@ use super::lifecycle::LifecycleState;
 use super::memory::ImmuneMemory;
 use super::response::{self, Ctx};
 use super::sentinel::{self, Evaluation};
+use super::snapshot::AgentSnapshot;
 use super::vitals::{UnixNanos, Vitals};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -43,6 +45,8 @@ pub struct ImmuneCore {
     next_attempt: u64,
     /// Agents with a deadline (DRAINING, HEALING).
     timed: HashSet<String>,
+    /// Agents whose state changed since the last `drain_changed`.
+    changed: HashSet<String>,
 }
 
 /// A queued approval (pending or rejected), as the API lists it.
@@ -77,6 +81,7 @@ impl ImmuneCore {
             dropped_effects: 0,
             next_attempt: 0,
             timed: HashSet::new(),
+            changed: HashSet::new(),
         }
     }
 
@@ -137,11 +142,15 @@ impl ImmuneCore {
             effects,
             next_attempt,
             timed,
+            changed,
             ..
         } = self;
         let agent = agents
             .get_mut(agent_id)
             .ok_or_else(|| CommandError::UnknownAgent(agent_id.to_string()))?;
+        if !changed.contains(agent_id) {
+            changed.insert(agent_id.to_string());
+        }
         let mut ctx = Ctx {
             config,
             external: fleet.as_ref(),
@@ -270,6 +279,61 @@ impl ImmuneCore {
             response::reset_baseline(id, agent, ctx);
             Ok(())
         })
+    }
+
+    /// Ids of the agents whose state changed since the last call (to be
+    /// snapshotted and stored).
+    pub fn drain_changed(&mut self) -> impl Iterator<Item = String> + '_ {
+        self.changed.drain()
+    }
+
+    /// What of the agent survives a restart.
+    pub fn snapshot(&self, agent_id: &str) -> Option<AgentSnapshot> {
+        self.agents
+            .get(agent_id)
+            .map(|a| AgentSnapshot::of(agent_id, a))
+    }
+
+    /// Puts a stored agent back (at startup, before turns arrive). Its
+    /// deadlines run from their stored times, so a drain or a healing
+    /// action interrupted by the restart times out and moves on.
+    pub fn restore(&mut self, snapshot: AgentSnapshot) -> Result<(), CommandError> {
+        let id = snapshot.agent_id.clone();
+        let refuse = |reason: &str| CommandError::CannotRestore {
+            agent: id.clone(),
+            reason: reason.to_string(),
+        };
+        if id.is_empty() || id.len() > MAX_AGENT_ID_LEN {
+            return Err(refuse("unusable agent id"));
+        }
+        if self.agents.contains_key(&id) {
+            return Err(refuse("already monitored"));
+        }
+        if self.agents.len() >= self.max_agents {
+            return Err(refuse("max_agents reached"));
+        }
+        self.next_attempt = self.next_attempt.max(snapshot.max_attempt_id());
+        let agent = snapshot.into_record(&self.config);
+        if agent.state != LifecycleState::Initializing {
+            self.local.monitored += 1;
+            self.local.update_showing(AnomalySet::EMPTY, agent.showing);
+        }
+        if matches!(
+            agent.state,
+            LifecycleState::Draining | LifecycleState::Healing
+        ) {
+            self.timed.insert(id.clone());
+        }
+        self.agents.insert(id, agent);
+        Ok(())
+    }
+
+    /// Puts this core's stored share of the fleet's experience back:
+    /// healing outcomes and operator feedback (store the fleet's sum and
+    /// restore it into one shard; the sums stay right).
+    pub fn restore_experience(&mut self, part: &FleetSummary) {
+        self.local.healing = part.healing;
+        self.local.confidence_shift = part.confidence_shift;
     }
 
     /// Agents monitored by this core.

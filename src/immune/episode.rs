@@ -8,10 +8,10 @@ use super::diagnosis::{Diagnosis, Hypothesis};
 use super::fleet::action_index;
 use super::sentinel::View;
 use super::vitals::{SpanId, TraceId, UnixNanos};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The confirmed infection, as the approval queue and the API show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Infection {
     pub confirmed_at: UnixNanos,
     pub max_deviation: f64,
@@ -26,8 +26,10 @@ pub struct Infection {
     pub description: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+/// Externally tagged (`{"pending":{"since":…}}`): the state store's
+/// encoding is not self-describing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Approval {
     NotNeeded,
     Pending { since: UnixNanos },
@@ -36,7 +38,7 @@ pub enum Approval {
 }
 
 /// An effect sent out and not yet answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     pub id: u64,
     pub action: Action,
@@ -45,7 +47,7 @@ pub struct Attempt {
     pub started: UnixNanos,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Episode {
     pub started: UnixNanos,
     pub infection: Infection,
@@ -87,12 +89,26 @@ impl Episode {
 
 /// Trace and span ids as lowercase hex, as OTLP/JSON and Jaeger show them.
 mod hex_bytes {
-    use serde::Serializer;
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer, const N: usize>(
         bytes: &[u8; N],
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; N];
+        hex::decode_to_slice(&text, &mut out).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid id {text:?}: {e} (expected {} hex digits)",
+                2 * N
+            ))
+        })?;
+        Ok(out)
     }
 }

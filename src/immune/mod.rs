@@ -23,6 +23,7 @@ pub mod prompt;
 pub mod report;
 pub mod response;
 pub mod sentinel;
+pub mod snapshot;
 pub mod vitals;
 pub mod window;
 
