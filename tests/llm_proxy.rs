@@ -476,3 +476,41 @@ async fn refused_vitals_never_cost_the_client_its_answer() {
     assert_eq!(proxy.telemetry.llm_proxy.vitals_dropped.get(), 1);
     assert_eq!(proxy.telemetry.llm_proxy.vitals.get(), 0);
 }
+
+#[tokio::test]
+async fn bind_rejects_bad_config_and_serve_stops_on_cancel() {
+    use agent_immune::receivers::llm_proxy::{LlmProxy, LlmProxyError};
+    let bad = LlmProxyConfig {
+        endpoint: "127.0.0.1:0".into(),
+        upstream: "file:///etc/passwd".into(),
+        ..Default::default()
+    };
+    match LlmProxy::bind(&bad).await {
+        Err(LlmProxyError::Config(message)) => {
+            assert!(message.starts_with("upstream:"), "{message}")
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+
+    let upstream = FakeUpstream::start("default").await;
+    let proxy = LlmProxy::bind(&Proxy::config(&upstream)).await.unwrap();
+    let addr = proxy.addr();
+    assert_ne!(addr.port(), 0);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = proxy.serve(
+        std::sync::Arc::new(Recorder::default()),
+        std::sync::Arc::default(),
+        cancel.clone(),
+    );
+    let models = reqwest::get(format!("http://{addr}/v1/models"))
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+    cancel.cancel();
+    let stopped = tokio::time::timeout(PATIENCE, task)
+        .await
+        .expect("stopped in time");
+    assert!(stopped.unwrap().is_ok());
+    // The port is free again.
+    std::net::TcpListener::bind(addr).expect("the proxy released its port");
+}

@@ -93,6 +93,10 @@ impl FakeUpstream {
             .with_state(state.clone());
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
+        // As a real provider's front end does: no Nagle delay on streams.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(stop.cancelled_owned())

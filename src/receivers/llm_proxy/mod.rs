@@ -41,6 +41,7 @@ pub use registry::{AgentRegistry, DiscoveredAgent};
 
 use crate::pipeline::consumer::VitalsConsumer;
 use crate::telemetry::Telemetry;
+use axum::serve::ListenerExt;
 use proxy::ProxyState;
 use routing::Routing;
 use std::net::SocketAddr;
@@ -177,7 +178,13 @@ impl LlmProxy {
             .fallback(proxy::handle)
             .with_state(state)
             .into_make_service_with_connect_info::<SocketAddr>();
-        let listener = self.listener;
+        // Without TCP_NODELAY a response whose head and body go out in two
+        // writes waits ~40 ms for the client's delayed ACK (Nagle).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("LLM proxy: cannot set TCP_NODELAY: {e}");
+            }
+        });
         tokio::spawn(async move {
             let stop = cancel.child_token();
             let server = axum::serve(listener, router)
