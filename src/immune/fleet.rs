@@ -36,6 +36,16 @@ impl ActionStats {
     }
 }
 
+/// One row of the healing statistics, as the API shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HealingStat {
+    pub diagnosis: Diagnosis,
+    pub action: Action,
+    pub successes: u64,
+    pub failures: u64,
+    pub success_rate: f64,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetSummary {
     /// Agents past their warmup.
@@ -68,6 +78,25 @@ impl FleetSummary {
 
     pub fn stats(&self, diagnosis: Diagnosis, action: Action) -> ActionStats {
         self.healing[diagnosis.index()][action_index(action)]
+    }
+
+    /// Every (diagnosis, action) tried at least once, with its outcomes.
+    pub fn action_stats(&self) -> Vec<HealingStat> {
+        Diagnosis::ALL
+            .into_iter()
+            .flat_map(|diagnosis| {
+                Action::ALL.into_iter().filter_map(move |action| {
+                    let stats = self.stats(diagnosis, action);
+                    (stats.successes + stats.failures > 0).then(|| HealingStat {
+                        diagnosis,
+                        action,
+                        successes: stats.successes,
+                        failures: stats.failures,
+                        success_rate: stats.success_rate().unwrap_or(0.0),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// An agent's latest anomalies changed from `before` to `after`.
@@ -124,6 +153,13 @@ mod tests {
         assert_eq!((s.successes, s.failures), (2, 1));
         assert!((s.success_rate().unwrap() - 2.0 / 3.0).abs() < 1e-12);
         assert!((sum.confidence_shift[Diagnosis::Unknown.index()] + 0.1).abs() < 1e-12);
+        let rows = sum.action_stats();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].diagnosis, rows[0].action),
+            (Diagnosis::Unknown, Action::ResetMemory)
+        );
+        assert!((rows[0].success_rate - 2.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]

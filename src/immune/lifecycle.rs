@@ -2,7 +2,8 @@
 //!
 //! INITIALIZING → HEALTHY → SUSPECTED → DRAINING → QUARANTINED → HEALING →
 //! PROBATION → HEALTHY, and EXHAUSTED when every healing action failed or
-//! the operator rejected healing.
+//! the operator rejected healing. The transitions and their guards are in
+//! `response`.
 
 use serde::{Deserialize, Serialize};
 
