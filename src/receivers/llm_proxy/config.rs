@@ -88,8 +88,8 @@ pub struct LlmProxyConfig {
     /// 0.6, cached_input_per_mtok = 0.075 }` (cached: default the input
     /// price). A model matches its exact entry, else the longest entry its
     /// name starts with. Entries given here extend or replace the built-in
-    /// table of common OpenAI models (the same keys as
-    /// `[processors.genai.prices]`).
+    /// table, which is the genai processor's (common OpenAI and Anthropic
+    /// models, same keys as `[processors.genai.prices]`).
     #[serde(deserialize_with = "prices_over_defaults")]
     pub prices: BTreeMap<String, ModelPrice>,
 }

@@ -1,60 +1,11 @@
-//! Cost of a proxied call: tokens × a per-model price table, with the same
-//! keys, defaults and matching as the genai processor's `prices` (exact
-//! model, else the longest prefix, so `gpt-4o-mini` prices the dated
-//! `gpt-4o-mini-2024-07-18`; cached input at its own rate). The genai
-//! module was not yet part of the crate when this was written, so the proxy
-//! carries the table itself; it can switch to the genai types unchanged.
+//! Cost of a proxied call: tokens × the genai processor's price table (the
+//! same `ModelPrice` entries and built-in defaults, so both paths price a
+//! turn alike): exact model, else the longest prefix, so `gpt-4o-mini`
+//! prices the dated `gpt-4o-mini-2024-07-18`; cached input at its own rate.
 
-use serde::{Deserialize, Deserializer, Serialize};
+pub use crate::processors::genai::config::{ModelPrice, default_prices};
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
-
-/// USD per million tokens of one model.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelPrice {
-    /// USD per million input (prompt) tokens.
-    pub input_per_mtok: f64,
-    /// USD per million output (completion) tokens, reasoning included.
-    pub output_per_mtok: f64,
-    /// USD per million input tokens read from the provider's prompt cache
-    /// (they are part of the input tokens). Default: the input price.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached_input_per_mtok: Option<f64>,
-}
-
-/// List prices (standard tier, USD per million tokens) of common OpenAI
-/// models, as of 2025.
-pub fn default_prices() -> BTreeMap<String, ModelPrice> {
-    const TABLE: &[(&str, f64, f64, f64)] = &[
-        ("gpt-4o", 2.50, 10.00, 1.25),
-        ("gpt-4o-mini", 0.15, 0.60, 0.075),
-        ("gpt-4.1", 2.00, 8.00, 0.50),
-        ("gpt-4.1-mini", 0.40, 1.60, 0.10),
-        ("gpt-4.1-nano", 0.10, 0.40, 0.025),
-        ("gpt-5", 1.25, 10.00, 0.125),
-        ("gpt-5-mini", 0.25, 2.00, 0.025),
-        ("gpt-5-nano", 0.05, 0.40, 0.005),
-        ("gpt-4-turbo", 10.00, 30.00, 10.00),
-        ("gpt-3.5-turbo", 0.50, 1.50, 0.50),
-        ("o1", 15.00, 60.00, 7.50),
-        ("o3", 2.00, 8.00, 0.50),
-        ("o3-mini", 1.10, 4.40, 0.55),
-        ("o4-mini", 1.10, 4.40, 0.275),
-    ];
-    TABLE
-        .iter()
-        .map(|&(model, input, output, cached)| {
-            (
-                model.to_string(),
-                ModelPrice {
-                    input_per_mtok: input,
-                    output_per_mtok: output,
-                    cached_input_per_mtok: Some(cached),
-                },
-            )
-        })
-        .collect()
-}
 
 /// A `prices` table in the config extends the built-in one instead of
 /// silently dropping every model it does not mention.

@@ -113,7 +113,8 @@ fn is_system(message: &Value) -> bool {
 }
 
 /// The text parts of a message content: the string itself, or the `text`
-/// of each part.
+/// of each text part (type `text`, the Responses API's `input_text`, or
+/// untyped); images, audio and files hold none.
 fn content_parts<'a>(out: &mut Vec<&'a str>, content: Option<&'a Value>) {
     match content {
         Some(Value::String(s)) => out.push(s),
@@ -121,6 +122,11 @@ fn content_parts<'a>(out: &mut Vec<&'a str>, content: Option<&'a Value>) {
             out.extend(
                 parts
                     .iter()
+                    .filter(|p| {
+                        p.get("type")
+                            .and_then(Value::as_str)
+                            .is_none_or(|t| t == "text" || t == "input_text")
+                    })
                     .filter_map(|p| p.get("text").and_then(Value::as_str)),
             );
         }
@@ -202,7 +208,7 @@ mod tests {
             "stream": true,
             "messages": [
                 {"role": "system", "content": "You are "},
-                {"role": "developer", "content": [{"type": "text", "text": "a "}, {"type": "text", "text": "bot."}]},
+                {"role": "developer", "content": [{"type": "text", "text": "a "}, {"type": "image_url", "text": "not text"}, {"type": "text", "text": "bot."}]},
                 {"role": "user", "content": "hi"}
             ],
             "tools": [{"type": "function", "function": {"name": "f"}}]
