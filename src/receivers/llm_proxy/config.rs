@@ -118,9 +118,9 @@ impl Default for LlmProxyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Glob (`*`, `?`) on agent ids.
+    /// Glob (`*`, `?`) on agent ids. Required.
     pub agents: String,
-    /// Provider name: "default" or a key of `providers`.
+    /// Provider name: "default" or a key of `providers`. Required.
     pub provider: String,
 }
 
