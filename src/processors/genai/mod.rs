@@ -18,3 +18,6 @@ pub use facts::{ResourceFacts, SpanClass, SpanFacts};
 pub use price::{PriceTable, TokenUsage};
 pub use recogniser::{Recogniser, RecogniserStats};
 pub use value::MAX_TOKENS;
+
+#[cfg(test)]
+mod recogniser_tests;

@@ -7,3 +7,6 @@ mod turn;
 
 pub use assembler::{TurnAssembler, TurnCounters};
 pub use turn::turns_of_trace;
+
+#[cfg(test)]
+mod tests;

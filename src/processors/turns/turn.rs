@@ -11,6 +11,8 @@ use crate::processors::genai::{SpanClass, SpanFacts};
 use std::sync::Arc;
 
 const NONE: u32 = u32::MAX;
+/// Distinct models tallied per turn when choosing the turn's model.
+const MAX_MODELS_PER_TURN: usize = 64;
 
 /// Appends the vitals of every turn in `spans` (all of one trace) to `out`
 /// and returns how many there were. Duplicate span ids (a retried export)
@@ -224,12 +226,13 @@ fn turn_vitals(
                     .retries
                     .saturating_add(tree.attempts[i].saturating_sub(1));
                 if let Some(model) = &span.model {
-                    match models.iter_mut().find(|(m, _, _)| *m == model) {
-                        Some(entry) => {
-                            entry.1 += 1;
-                            entry.2 = position;
-                        }
-                        None => models.push((model, 1, position)),
+                    if let Some(entry) = models.iter_mut().find(|(m, _, _)| *m == model) {
+                        entry.1 += 1;
+                        entry.2 = position;
+                    } else if models.len() < MAX_MODELS_PER_TURN {
+                        // Bounded: a trace naming thousands of models must
+                        // not make this quadratic.
+                        models.push((model, 1, position));
                     }
                 }
                 llm_siblings.push((span.parent_span_id, span.start_ns, span.failed));
