@@ -1,1 +1,135 @@
-fn main() {}
+//! The `agent-immune` command line.
+
+use agent_immune::config::document::{Config, ConfigErrors};
+use agent_immune::config::service::LogFormat;
+use agent_immune::pipeline::service::Service;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "agent-immune",
+    version,
+    about = "An immune system for AI agents, as an OpenTelemetry pipeline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline (the embedded default unless --config is given).
+    Run {
+        /// Pipeline config file (TOML).
+        #[arg(long, short, env = "AGENT_IMMUNE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file and report every error with its line and key.
+    Validate {
+        /// Pipeline config file (TOML); the embedded default when omitted.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the embedded default pipeline config.
+    DefaultConfig,
+}
+
+fn load(config: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
+    match config {
+        Some(path) => Config::load(path),
+        None => Config::embedded_default(),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.service.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries the console events.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.service.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::DefaultConfig => {
+            print!("{}", agent_immune::config::document::DEFAULT_PIPELINE);
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => match load(config.as_ref()) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} receivers, {} processors, {} exporters, {} pipelines)",
+                    c.origin,
+                    c.receivers.len(),
+                    c.processors.len(),
+                    c.exporters.len(),
+                    c.pipelines.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("agent-immune: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    tracing::info!(config = %config.origin, "starting agent-immune {}", env!("CARGO_PKG_VERSION"));
+    let service = Service::start(config).await?;
+    wait_for_stop_signal().await?;
+    tracing::info!("stopping: receivers, then pipelines, then exporters");
+    service.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        // Ctrl-C in a terminal.
+        r = tokio::signal::ctrl_c() => r?,
+        // Service managers and container runtimes stop with SIGTERM.
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 //! Each component's config type lives next to the component; this module
 //! only holds what they share and the top-level document.
 
-// pub mod document; (enabled once every component config exists)
+pub mod document;
 pub mod duration;
 pub mod env;
 pub mod service;

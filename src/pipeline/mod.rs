@@ -1,3 +1,8 @@
 //! The runtime that carries data between components.
 
 pub mod consumer;
+pub mod detection;
+pub mod fleet;
+pub mod service;
+pub mod shard;
+pub mod signal_pipeline;

@@ -1,0 +1,295 @@
+//! The fleet as operators see and steer it: a handle that asks the shard
+//! owning an agent (by message, never by lock) and gathers the answers.
+//! The management API, the CLI (through the API) and the JSON ingest use it.
+
+use super::detection::agent_shard;
+use crate::immune::baseline::BaselineSummary;
+use crate::immune::command::CommandError;
+use crate::immune::core::ApprovalRequest;
+use crate::immune::diagnosis::{Diagnosis, Feedback};
+use crate::immune::episode::Episode;
+use crate::immune::event::{AttrValue, Event};
+use crate::immune::fleet::HealingStat;
+use crate::immune::lifecycle::LifecycleState;
+use crate::immune::vitals::{UnixNanos, Vitals};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Last vitals of an agent, as the API shows them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VitalsView {
+    pub trace_id: String,
+    pub root_span_id: String,
+    pub end_time: UnixNanos,
+    pub latency_ms: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub usage_known: bool,
+    pub llm_calls: u32,
+    pub tool_calls: u32,
+    pub retries: u32,
+    pub errors: u32,
+    pub error_type: Option<String>,
+    pub cost_usd: f64,
+    pub model: Option<String>,
+    pub prompt_hash: Option<String>,
+}
+
+impl From<&Vitals> for VitalsView {
+    fn from(v: &Vitals) -> Self {
+        Self {
+            trace_id: hex::encode(v.trace_id),
+            root_span_id: hex::encode(v.root_span_id),
+            end_time: v.end_time,
+            latency_ms: v.latency_ms,
+            input_tokens: v.input_tokens,
+            output_tokens: v.output_tokens,
+            usage_known: v.usage_known,
+            llm_calls: v.llm_calls,
+            tool_calls: v.tool_calls,
+            retries: v.retries,
+            errors: v.errors,
+            error_type: v.error_type.clone(),
+            cost_usd: v.cost_usd,
+            model: v.model.clone(),
+            prompt_hash: v.prompt_hash.clone(),
+        }
+    }
+}
+
+/// One agent, as the API lists it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub state: LifecycleState,
+    /// Since when (Unix nanoseconds) the agent is in this state.
+    pub since: UnixNanos,
+    /// Largest deviation (σ) of the last evaluation.
+    pub deviation: Option<f64>,
+    pub baseline: Option<BaselineSummary>,
+    pub last_vitals: Option<VitalsView>,
+    /// The infection episode under way, if any.
+    pub episode: Option<Episode>,
+}
+
+/// What one shard counts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FleetStats {
+    pub agents: usize,
+    pub by_state: BTreeMap<String, usize>,
+    pub pending_approvals: usize,
+    pub rejected_approvals: usize,
+    pub healing: Vec<HealingStat>,
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
+
+/// A request to the shard that owns an agent (or to every shard).
+pub enum ShardCommand {
+    Agents(oneshot::Sender<Vec<AgentView>>),
+    Agent(String, oneshot::Sender<Option<AgentView>>),
+    Approvals(oneshot::Sender<(Vec<ApprovalRequest>, Vec<ApprovalRequest>)>),
+    Stats(oneshot::Sender<FleetStats>),
+    Approve(String, Reply<()>),
+    Reject(String, Reply<()>),
+    HealNow(String, Reply<()>),
+    ResetBaseline(String, Reply<()>),
+    Feedback(String, Feedback, Reply<Diagnosis>),
+}
+
+/// Why a fleet request could not be answered at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("{0}")]
+    Command(#[from] CommandError),
+    #[error("the pipeline is shutting down")]
+    Stopped,
+}
+
+/// Recent events, kept in memory for the API's timeline (bounded).
+pub struct RecentEvents {
+    capacity: usize,
+    events: Mutex<VecDeque<Event>>,
+}
+
+impl RecentEvents {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            events: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+        }
+    }
+
+    pub fn push(&self, event: &Event) {
+        // A poisoned lock only means a panic elsewhere mid-push; the queue
+        // itself is still a valid queue.
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() >= self.capacity {
+            events.pop_front();
+        }
+        events.push_back(event.clone());
+    }
+
+    /// Events newer than `since`, optionally of one agent, oldest first,
+    /// at most `limit`.
+    pub fn query(&self, agent: Option<&str>, since: UnixNanos, limit: usize) -> Vec<Event> {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Event> = events
+            .iter()
+            .rev()
+            .filter(|e| e.time > since && agent.is_none_or(|a| e.agent_id == a))
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+}
+
+/// Handle to the running fleet.
+#[derive(Clone)]
+pub struct Fleet {
+    shards: Vec<mpsc::Sender<ShardCommand>>,
+    vitals: Vec<mpsc::UnboundedSender<Vitals>>,
+    pub events: Arc<RecentEvents>,
+}
+
+impl Fleet {
+    pub fn new(
+        shards: Vec<mpsc::Sender<ShardCommand>>,
+        vitals: Vec<mpsc::UnboundedSender<Vitals>>,
+        events: Arc<RecentEvents>,
+    ) -> Self {
+        Self {
+            shards,
+            vitals,
+            events,
+        }
+    }
+
+    fn owner(&self, agent_id: &str) -> Option<&mpsc::Sender<ShardCommand>> {
+        self.shards
+            .get(agent_shard(agent_id, self.shards.len().max(1)))
+    }
+
+    async fn ask<T>(
+        shard: Option<&mpsc::Sender<ShardCommand>>,
+        make: impl FnOnce(oneshot::Sender<T>) -> ShardCommand,
+    ) -> Result<T, FleetError> {
+        let shard = shard.ok_or(FleetError::Stopped)?;
+        let (tx, rx) = oneshot::channel();
+        shard
+            .send(make(tx))
+            .await
+            .map_err(|_| FleetError::Stopped)?;
+        rx.await.map_err(|_| FleetError::Stopped)
+    }
+
+    async fn command<T>(
+        &self,
+        agent_id: &str,
+        make: impl FnOnce(Reply<T>) -> ShardCommand,
+    ) -> Result<T, FleetError> {
+        Ok(Self::ask(self.owner(agent_id), make).await??)
+    }
+
+    /// Every monitored agent, sorted by id.
+    pub async fn agents(&self) -> Result<Vec<AgentView>, FleetError> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            all.extend(Self::ask(Some(shard), ShardCommand::Agents).await?);
+        }
+        all.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        Ok(all)
+    }
+
+    pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentView>, FleetError> {
+        let id = agent_id.to_string();
+        Self::ask(self.owner(agent_id), |tx| ShardCommand::Agent(id, tx)).await
+    }
+
+    /// Pending and rejected approvals across the fleet.
+    pub async fn approvals(
+        &self,
+    ) -> Result<(Vec<ApprovalRequest>, Vec<ApprovalRequest>), FleetError> {
+        let (mut pending, mut rejected) = (Vec::new(), Vec::new());
+        for shard in &self.shards {
+            let (p, r) = Self::ask(Some(shard), ShardCommand::Approvals).await?;
+            pending.extend(p);
+            rejected.extend(r);
+        }
+        Ok((pending, rejected))
+    }
+
+    pub async fn stats(&self) -> Result<FleetStats, FleetError> {
+        let mut total = FleetStats::default();
+        for shard in &self.shards {
+            let s = Self::ask(Some(shard), ShardCommand::Stats).await?;
+            total.agents += s.agents;
+            for (state, n) in s.by_state {
+                *total.by_state.entry(state).or_default() += n;
+            }
+            total.pending_approvals += s.pending_approvals;
+            total.rejected_approvals += s.rejected_approvals;
+            // Healing statistics are fleet-wide already (every shard holds
+            // the merged summary); one shard's copy is the fleet's.
+            if total.healing.is_empty() {
+                total.healing = s.healing;
+            }
+        }
+        Ok(total)
+    }
+
+    pub async fn approve(&self, agent_id: &str) -> Result<(), FleetError> {
+        let id = agent_id.to_string();
+        self.command(agent_id, |tx| ShardCommand::Approve(id, tx))
+            .await
+    }
+
+    pub async fn reject(&self, agent_id: &str) -> Result<(), FleetError> {
+        let id = agent_id.to_string();
+        self.command(agent_id, |tx| ShardCommand::Reject(id, tx))
+            .await
+    }
+
+    pub async fn heal_now(&self, agent_id: &str) -> Result<(), FleetError> {
+        let id = agent_id.to_string();
+        self.command(agent_id, |tx| ShardCommand::HealNow(id, tx))
+            .await
+    }
+
+    pub async fn reset_baseline(&self, agent_id: &str) -> Result<(), FleetError> {
+        let id = agent_id.to_string();
+        self.command(agent_id, |tx| ShardCommand::ResetBaseline(id, tx))
+            .await
+    }
+
+    pub async fn feedback(&self, agent_id: &str, kind: Feedback) -> Result<Diagnosis, FleetError> {
+        let id = agent_id.to_string();
+        self.command(agent_id, |tx| ShardCommand::Feedback(id, kind, tx))
+            .await
+    }
+
+    /// Vitals from a source that is not OTLP (JSON ingest): straight to the
+    /// agent's owner, registered on first report like any other agent.
+    pub fn ingest(&self, vitals: Vitals) -> Result<(), FleetError> {
+        let n = self.vitals.len();
+        if n == 0 {
+            return Err(FleetError::Stopped);
+        }
+        self.vitals[agent_shard(&vitals.agent_id, n)]
+            .send(vitals)
+            .map_err(|_| FleetError::Stopped)
+    }
+}
+
+/// The attribute value of an event, for filters in the API.
+pub fn event_attr<'a>(event: &'a Event, key: &str) -> Option<&'a AttrValue> {
+    event
+        .attributes
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}

@@ -1,0 +1,387 @@
+//! Builds the running service from a validated config and stops it in
+//! order: receivers first, then the pipelines drain (open turns are closed
+//! and judged), then the exporters flush what they hold.
+
+use super::consumer::{Consumer, Signal};
+use super::detection::DetectionRouter;
+use super::fleet::{Fleet, RecentEvents};
+use super::shard::{FleetBoard, Shard};
+use super::signal_pipeline::{ForwardQueue, SignalPipeline};
+use crate::api::{self, server::ApiState};
+use crate::config::document::{
+    ComponentId, Config, ExporterConfig, PipelineConfig, ProcessorConfig, ReceiverConfig,
+};
+use crate::executors::Executors;
+use crate::exporters::{events, otlp_forward};
+use crate::immune::core::ImmuneCore;
+use crate::immune::event::Event;
+use crate::processors::genai::Recogniser;
+use crate::processors::turns::TurnAssembler;
+use crate::receivers::otlp::{Consumers, OtlpReceiver, ReceiverError};
+use crate::telemetry::Telemetry;
+use anyhow::{Context, bail};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Where a receiver ended up listening (useful with port 0).
+#[derive(Debug, Clone)]
+pub struct BoundReceiver {
+    pub id: String,
+    pub grpc: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+}
+
+/// A running agent-immune.
+pub struct Service {
+    pub receivers: Vec<BoundReceiver>,
+    /// The fleet, when a pipeline runs detection.
+    pub fleet: Option<Fleet>,
+    /// Where the management API listens, when enabled.
+    pub api_addr: Option<SocketAddr>,
+    ready: Arc<AtomicBool>,
+    api_cancel: CancellationToken,
+    api_task: Option<JoinHandle<()>>,
+    pub telemetry: Arc<Telemetry>,
+    pub run_id: String,
+    receivers_cancel: CancellationToken,
+    exporters_cancel: CancellationToken,
+    receiver_tasks: Vec<JoinHandle<Result<(), ReceiverError>>>,
+    shard_tasks: Vec<JoinHandle<()>>,
+    exporter_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Starts every component the config names. Ports are bound before
+    /// this returns, so a caller can send right away.
+    pub async fn start(config: Config) -> anyhow::Result<Service> {
+        let telemetry = Arc::new(Telemetry::default());
+        let run_id = new_run_id();
+        let exporters_cancel = CancellationToken::new();
+        let receivers_cancel = CancellationToken::new();
+        let mut exporter_tasks = Vec::new();
+        let mut shard_tasks = Vec::new();
+
+        // Exporters first, so pipelines can hold their queues.
+        let mut forward_queues: BTreeMap<ComponentId, ForwardQueue> = BTreeMap::new();
+        let mut event_queues: BTreeMap<ComponentId, mpsc::Sender<Event>> = BTreeMap::new();
+        for (id, exporter) in &config.exporters {
+            match exporter {
+                ExporterConfig::OtlpForward(cfg) => {
+                    let (sender, task) =
+                        otlp_forward::start(cfg, telemetry.clone(), exporters_cancel.clone())
+                            .with_context(|| format!("starting exporter {id}"))?;
+                    forward_queues.insert(
+                        id.clone(),
+                        ForwardQueue {
+                            exporter: id.to_string(),
+                            sender,
+                        },
+                    );
+                    exporter_tasks.push(task);
+                }
+                ExporterConfig::Events(cfg) => {
+                    let (sender, task) =
+                        events::start(cfg, telemetry.clone(), exporters_cancel.clone())
+                            .with_context(|| format!("starting exporter {id}"))?;
+                    event_queues.insert(id.clone(), sender);
+                    exporter_tasks.push(task);
+                }
+            }
+        }
+
+        let executors = Arc::new(
+            Executors::from_config(&config.executors)
+                .map_err(|e| anyhow::anyhow!("executors: {e}"))?,
+        );
+        let recent = Arc::new(RecentEvents::new(RECENT_EVENTS));
+        let mut fleet = None;
+
+        // Pipelines, keyed by (receiver, signal): each receiver feeds at most
+        // one pipeline per signal.
+        let mut consumers: BTreeMap<(ComponentId, Signal), Arc<dyn Consumer>> = BTreeMap::new();
+        for pipeline in &config.pipelines {
+            let forward: Vec<ForwardQueue> = pipeline
+                .exporters
+                .iter()
+                .filter_map(|e| forward_queues.get(e).cloned())
+                .collect();
+            let events: Vec<mpsc::Sender<Event>> = pipeline
+                .exporters
+                .iter()
+                .filter_map(|e| event_queues.get(e).cloned())
+                .collect();
+            let detection = if pipeline.processors.is_empty() {
+                None
+            } else {
+                if fleet.is_some() {
+                    bail!(
+                        "pipeline {}: only one pipeline may run detection (agents must have one owner)",
+                        pipeline.name
+                    );
+                }
+                let started = start_detection(
+                    &config,
+                    pipeline,
+                    Detection {
+                        events,
+                        run_id: &run_id,
+                        telemetry: &telemetry,
+                        executors: &executors,
+                        recent: &recent,
+                    },
+                )?;
+                shard_tasks.extend(started.tasks);
+                fleet = Some(started.fleet);
+                Some(started.router)
+            };
+            let consumer: Arc<dyn Consumer> = Arc::new(SignalPipeline::new(
+                pipeline.name.clone(),
+                forward,
+                detection,
+                telemetry.clone(),
+            ));
+            for receiver in &pipeline.receivers {
+                let key = (receiver.clone(), pipeline.signal);
+                if consumers.insert(key, consumer.clone()).is_some() {
+                    bail!(
+                        "receiver {receiver} feeds more than one {} pipeline; give each pipeline its own receiver",
+                        pipeline.signal.as_str()
+                    );
+                }
+            }
+        }
+        drop(forward_queues);
+        drop(event_queues);
+
+        // Receivers last: bind, then serve.
+        let mut bound = Vec::new();
+        let mut receiver_tasks = Vec::new();
+        for (id, receiver) in &config.receivers {
+            let ReceiverConfig::Otlp(cfg) = receiver;
+            let consumer_for = |signal| consumers.get(&(id.clone(), signal)).cloned();
+            let consumers = Consumers {
+                traces: consumer_for(Signal::Traces),
+                metrics: consumer_for(Signal::Metrics),
+                logs: consumer_for(Signal::Logs),
+            };
+            if consumers.traces.is_none() && consumers.metrics.is_none() && consumers.logs.is_none()
+            {
+                tracing::warn!(receiver = %id, "receiver is not used by any pipeline; not started");
+                continue;
+            }
+            let receiver = OtlpReceiver::bind(cfg)
+                .await
+                .with_context(|| format!("starting receiver {id}"))?;
+            bound.push(BoundReceiver {
+                id: id.to_string(),
+                grpc: receiver.grpc_addr(),
+                http: receiver.http_addr(),
+            });
+            receiver_tasks.push(receiver.serve(
+                consumers,
+                telemetry.clone(),
+                receivers_cancel.clone(),
+            ));
+        }
+        for r in &bound {
+            tracing::info!(receiver = %r.id, grpc = ?r.grpc, http = ?r.http, "receiving OTLP");
+        }
+        let ready = Arc::new(AtomicBool::new(false));
+        let api_cancel = CancellationToken::new();
+        let (api_addr, api_task) = match config.api.addr().map_err(anyhow::Error::msg)? {
+            Some(addr) => {
+                let state = ApiState {
+                    telemetry: telemetry.clone(),
+                    ready: ready.clone(),
+                };
+                let (bound_addr, task) = api::server::serve(addr, state, api_cancel.clone())
+                    .await
+                    .with_context(|| format!("starting the management API on {addr}"))?;
+                tracing::info!(api = %bound_addr, "management API listening");
+                (Some(bound_addr), Some(task))
+            }
+            None => (None, None),
+        };
+        ready.store(true, Ordering::Relaxed);
+        Ok(Service {
+            receivers: bound,
+            fleet,
+            api_addr,
+            ready,
+            api_cancel,
+            api_task,
+            telemetry,
+            run_id,
+            receivers_cancel,
+            exporters_cancel,
+            receiver_tasks,
+            shard_tasks,
+            exporter_tasks,
+        })
+    }
+
+    /// The first receiver's addresses (the common single-receiver case).
+    pub fn otlp_grpc_addr(&self) -> Option<SocketAddr> {
+        self.receivers.iter().find_map(|r| r.grpc)
+    }
+
+    pub fn otlp_http_addr(&self) -> Option<SocketAddr> {
+        self.receivers.iter().find_map(|r| r.http)
+    }
+
+    /// Stops in order, each stage under a deadline: receivers and the API
+    /// (nothing new comes in), then the shards drain (open turns are closed
+    /// and judged), then the exporters flush what they hold.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.ready.store(false, Ordering::Relaxed);
+        self.receivers_cancel.cancel();
+        self.api_cancel.cancel();
+        for task in self.receiver_tasks {
+            match tokio::time::timeout(deadline, task).await {
+                Ok(Ok(Err(e))) => tracing::warn!("receiver stopped with an error: {e}"),
+                Err(_) => tracing::warn!("a receiver did not stop within {deadline:?}"),
+                _ => {}
+            }
+        }
+        if let Some(task) = self.api_task {
+            let _ = tokio::time::timeout(deadline, task).await;
+        }
+        // With the receivers, the API and this handle gone, nothing can send
+        // to the shards any more: they drain and stop.
+        drop(self.fleet);
+        for task in self.shard_tasks {
+            if tokio::time::timeout(deadline, task).await.is_err() {
+                tracing::warn!("a detection shard did not stop within {deadline:?}");
+            }
+        }
+        // Shards dropped their event queues: exporters flush what they hold.
+        let exporters = futures_join_all(self.exporter_tasks);
+        if tokio::time::timeout(deadline, exporters).await.is_err() {
+            tracing::warn!("exporters did not flush within {deadline:?}; stopping them");
+            self.exporters_cancel.cancel();
+        }
+    }
+}
+
+/// Awaits every task (no extra crate for one join).
+async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// What detection needs from the service around it.
+struct Detection<'a> {
+    events: Vec<mpsc::Sender<Event>>,
+    run_id: &'a str,
+    telemetry: &'a Arc<Telemetry>,
+    executors: &'a Arc<Executors>,
+    recent: &'a Arc<RecentEvents>,
+}
+
+struct StartedDetection {
+    router: DetectionRouter,
+    fleet: Fleet,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn start_detection(
+    config: &Config,
+    pipeline: &PipelineConfig,
+    with: Detection<'_>,
+) -> anyhow::Result<StartedDetection> {
+    let mut genai = None;
+    let mut turns = None;
+    let mut immune = None;
+    for id in &pipeline.processors {
+        match config.processors.get(id) {
+            Some(ProcessorConfig::Genai(c)) => genai = Some(c.clone()),
+            Some(ProcessorConfig::Turns(c)) => turns = Some(c.clone()),
+            Some(ProcessorConfig::Immune(c)) => immune = Some((**c).clone()),
+            None => bail!("processor {id} is not defined"),
+        }
+    }
+    let (Some(genai), Some(turns), Some(immune)) = (genai, turns, immune) else {
+        bail!(
+            "pipeline {} needs genai, turns and immune processors for detection",
+            pipeline.name
+        );
+    };
+    let shards = config.service.shard_count();
+    let tick = (turns.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let recogniser = Arc::new(Recogniser::new(&genai));
+    let board = Arc::new(FleetBoard::new(shards));
+    let mut span_senders = Vec::with_capacity(shards);
+    let mut span_receivers = Vec::with_capacity(shards);
+    let mut turn_senders = Vec::with_capacity(shards);
+    let mut turn_receivers = Vec::with_capacity(shards);
+    let mut command_senders = Vec::with_capacity(shards);
+    let mut command_receivers = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let (tx, rx) = mpsc::channel(config.service.detection_queue);
+        span_senders.push(tx);
+        span_receivers.push(rx);
+        let (tx, rx) = mpsc::unbounded_channel();
+        turn_senders.push(tx);
+        turn_receivers.push(rx);
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        command_senders.push(tx);
+        command_receivers.push(rx);
+    }
+    let mut tasks = Vec::with_capacity(shards);
+    let receivers = span_receivers
+        .into_iter()
+        .zip(turn_receivers)
+        .zip(command_receivers);
+    for (index, ((spans, turns_rx), commands)) in receivers.enumerate() {
+        let shard = Shard {
+            index,
+            run_id: with.run_id.to_string(),
+            assembler: TurnAssembler::new(&turns),
+            core: ImmuneCore::for_shard(immune.clone(), shards),
+            spans,
+            turns: turns_rx,
+            turn_routes: turn_senders.clone(),
+            commands,
+            events: with.events.clone(),
+            recent: with.recent.clone(),
+            executors: with.executors.clone(),
+            fleet: board.clone(),
+            tick,
+            telemetry: with.telemetry.clone(),
+        };
+        tasks.push(tokio::spawn(shard.run()));
+    }
+    let router = DetectionRouter::new(
+        recogniser,
+        span_senders,
+        config.service.when_detection_full,
+        with.telemetry.clone(),
+    );
+    let fleet = Fleet::new(command_senders, turn_senders, with.recent.clone());
+    Ok(StartedDetection {
+        router,
+        fleet,
+        tasks,
+    })
+}
+
+/// Operator requests waiting per shard.
+const COMMAND_QUEUE: usize = 256;
+/// Events kept in memory for the API's timeline.
+const RECENT_EVENTS: usize = 10_000;
+
+/// A run id unique to this process start (time and pid), used in event ids.
+fn new_run_id() -> String {
+    format!(
+        "{:x}{:04x}",
+        super::shard::now() / 1_000_000,
+        std::process::id() & 0xffff
+    )
+}

@@ -1,0 +1,366 @@
+//! A detection shard: one task that owns the open traces routed to it (turn
+//! assembly) and the agents routed to it (the immune core). It is the edge
+//! around the pure core: it reads the clock, passes time in, carries the
+//! core's effects out to the executors and brings their results back.
+
+use super::detection::agent_shard;
+use super::fleet::{AgentView, FleetStats, RecentEvents, ShardCommand, VitalsView};
+use crate::executors::{ActionRequest, Executors};
+use crate::immune::core::ImmuneCore;
+use crate::immune::effect::Effect;
+use crate::immune::event::Event;
+use crate::immune::fleet::FleetSummary;
+use crate::immune::vitals::{UnixNanos, Vitals};
+use crate::processors::genai::SpanFacts;
+use crate::processors::turns::TurnAssembler;
+use crate::telemetry::Telemetry;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// How long turns wait to be put in order before they are judged: enough
+/// for the shards to hand over the turns of one export batch.
+const REORDER_TICK: Duration = Duration::from_millis(25);
+
+/// Wall-clock time as the core takes it.
+pub fn now() -> UnixNanos {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Each shard's share of the fleet summary; the correlator of every shard
+/// reads their sum. Touched once per tick per shard, never per span.
+pub struct FleetBoard {
+    parts: Vec<Mutex<FleetSummary>>,
+}
+
+impl FleetBoard {
+    pub fn new(shards: usize) -> Self {
+        Self {
+            parts: (0..shards)
+                .map(|_| Mutex::new(FleetSummary::default()))
+                .collect(),
+        }
+    }
+
+    /// Publishes one shard's part and returns the fleet's sum.
+    fn exchange(&self, index: usize, part: FleetSummary) -> FleetSummary {
+        if let Some(slot) = self.parts.get(index) {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = part;
+        }
+        let mut total = FleetSummary::default();
+        for slot in &self.parts {
+            total.merge(&slot.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        total
+    }
+}
+
+/// The result of an effect, coming back from an executor.
+pub struct ActionResult {
+    agent_id: String,
+    attempt_id: u64,
+    ok: bool,
+    message: String,
+}
+
+pub struct Shard {
+    pub index: usize,
+    pub run_id: String,
+    pub assembler: TurnAssembler,
+    pub core: ImmuneCore,
+    /// Span batches routed here by trace id.
+    pub spans: mpsc::Receiver<Vec<SpanFacts>>,
+    /// Turns routed here by agent id, from any shard (this one included)
+    /// and from vitals sources (JSON ingest, LLM proxy).
+    pub turns: mpsc::UnboundedReceiver<Vitals>,
+    /// Senders to every shard's turn queue, indexed by shard.
+    pub turn_routes: Vec<mpsc::UnboundedSender<Vitals>>,
+    /// Operator requests for the agents this shard owns.
+    pub commands: mpsc::Receiver<ShardCommand>,
+    /// Where events go: one queue per events exporter.
+    pub events: Vec<mpsc::Sender<Event>>,
+    pub recent: Arc<RecentEvents>,
+    pub executors: Arc<Executors>,
+    pub fleet: Arc<FleetBoard>,
+    /// How often idle traces are closed and time-based transitions run.
+    pub tick: Duration,
+    pub telemetry: Arc<Telemetry>,
+}
+
+struct Loop {
+    sequence: u64,
+    events: Vec<Event>,
+    closed_turns: Vec<Vitals>,
+    /// Turns waiting for the reorder tick.
+    reorder: Vec<Vitals>,
+    agents_reported: i64,
+    results_tx: mpsc::UnboundedSender<ActionResult>,
+}
+
+impl Shard {
+    /// Runs until every receiver has gone (its span queue is closed) and
+    /// every shard has handed over its last turns.
+    pub async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reorder = tokio::time::interval(REORDER_TICK);
+        reorder.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (results_tx, mut results) = mpsc::unbounded_channel();
+        let mut state = Loop {
+            sequence: 0,
+            events: Vec::new(),
+            closed_turns: Vec::new(),
+            reorder: Vec::new(),
+            agents_reported: 0,
+            results_tx,
+        };
+        let mut spans_open = true;
+        let mut commands_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                // Executor results first: they unblock agents in HEALING,
+                // DRAINING or QUARANTINED.
+                Some(result) = results.recv() => {
+                    let now = now();
+                    if let Err(e) = self.core.action_result(
+                        &result.agent_id, result.attempt_id, result.ok, &result.message, now, &mut state.events,
+                    ) {
+                        tracing::debug!(agent = %result.agent_id, "late action result ignored: {e}");
+                    }
+                    self.after_core(&mut state).await;
+                }
+                // Operator requests: a person is waiting for the answer.
+                command = self.commands.recv(), if commands_open => {
+                    match command {
+                        Some(command) => {
+                            self.command(command, &mut state.events);
+                            self.after_core(&mut state).await;
+                        }
+                        None => commands_open = false,
+                    }
+                }
+                // Turns next: finished work from other shards; their queue
+                // is unbounded, so it must stay short. They wait for the
+                // reorder tick, because one export batch is split across
+                // shards by trace and its turns arrive interleaved.
+                turn = self.turns.recv() => {
+                    match turn {
+                        Some(vitals) => state.reorder.push(vitals),
+                        None => {
+                            self.judge_turns(&mut state).await;
+                            break;
+                        }
+                    }
+                }
+                // Judge the turns gathered since the last reorder tick, in
+                // the order the agents lived them.
+                _ = reorder.tick(), if !state.reorder.is_empty() => {
+                    self.judge_turns(&mut state).await;
+                }
+                // New spans: assemble, and route the turns that closed.
+                batch = self.spans.recv(), if spans_open => {
+                    let before = self.assembler.open_traces();
+                    match batch {
+                        Some(batch) => self.assembler.add_batch(batch, now(), &mut state.closed_turns),
+                        None => {
+                            // Shutdown: every receiver is gone. Close what is
+                            // open, hand it over, then stop routing so the
+                            // turn queues close once every shard is done.
+                            spans_open = false;
+                            self.assembler.drain(&mut state.closed_turns);
+                        }
+                    }
+                    self.account(before);
+                    self.route(&mut state.closed_turns);
+                    if !spans_open {
+                        self.turn_routes.clear();
+                    }
+                }
+                // Time passes: close idle traces, run deadlines, share the
+                // fleet summary.
+                _ = ticker.tick() => {
+                    let now = now();
+                    let before = self.assembler.open_traces();
+                    self.assembler.flush_idle(now, &mut state.closed_turns);
+                    self.account(before);
+                    self.route(&mut state.closed_turns);
+                    let fleet = self.fleet.exchange(self.index, self.core.summary());
+                    self.core.set_fleet(fleet);
+                    self.core.tick(now, &mut state.events);
+                    self.after_core(&mut state).await;
+                }
+            }
+        }
+    }
+
+    async fn judge_turns(&mut self, state: &mut Loop) {
+        state.reorder.sort_by_key(|v| v.end_time);
+        let now = now();
+        for vitals in std::mem::take(&mut state.reorder) {
+            self.core.observe(&vitals, now, &mut state.events);
+        }
+        self.after_core(state).await;
+    }
+
+    fn command(&mut self, command: ShardCommand, events: &mut Vec<Event>) {
+        let now = now();
+        // A dropped reply means the requester gave up; nothing to do.
+        match command {
+            ShardCommand::Agents(reply) => {
+                let ids: Vec<String> = self.core.agent_ids().map(str::to_string).collect();
+                let _ = reply.send(ids.iter().filter_map(|id| self.view(id)).collect());
+            }
+            ShardCommand::Agent(id, reply) => {
+                let _ = reply.send(self.view(&id));
+            }
+            ShardCommand::Approvals(reply) => {
+                let _ = reply.send((
+                    self.core.pending_approvals(),
+                    self.core.rejected_approvals(),
+                ));
+            }
+            ShardCommand::Stats(reply) => {
+                let mut stats = FleetStats {
+                    agents: self.core.agent_count(),
+                    pending_approvals: self.core.pending_approvals().len(),
+                    rejected_approvals: self.core.rejected_approvals().len(),
+                    healing: self.core.fleet().action_stats(),
+                    ..FleetStats::default()
+                };
+                for id in self.core.agent_ids() {
+                    if let Some(state) = self.core.state(id) {
+                        *stats
+                            .by_state
+                            .entry(state.as_str().to_string())
+                            .or_default() += 1;
+                    }
+                }
+                let _ = reply.send(stats);
+            }
+            ShardCommand::Approve(id, reply) => {
+                let _ = reply.send(self.core.approve(&id, now, events));
+            }
+            ShardCommand::Reject(id, reply) => {
+                let _ = reply.send(self.core.reject(&id, now, events));
+            }
+            ShardCommand::HealNow(id, reply) => {
+                let _ = reply.send(self.core.heal_now(&id, now, events));
+            }
+            ShardCommand::ResetBaseline(id, reply) => {
+                let _ = reply.send(self.core.reset_baseline(&id, now, events));
+            }
+            ShardCommand::Feedback(id, kind, reply) => {
+                let _ = reply.send(self.core.feedback(&id, kind, now, events));
+            }
+        }
+    }
+
+    fn view(&self, id: &str) -> Option<AgentView> {
+        Some(AgentView {
+            agent_id: id.to_string(),
+            state: self.core.state(id)?,
+            since: self.core.state_since(id).unwrap_or(0),
+            deviation: self.core.last_deviation(id),
+            baseline: self.core.baseline(id),
+            last_vitals: self.core.last_vitals(id).map(VitalsView::from),
+            episode: self.core.episode(id).cloned(),
+        })
+    }
+
+    /// Carries out what the core decided: effects to the executors (never
+    /// awaited here: a slow target must not stall detection), events out.
+    async fn after_core(&mut self, state: &mut Loop) {
+        let effects: Vec<Effect> = self.core.drain_effects().collect();
+        for effect in effects {
+            self.execute(effect, state.results_tx.clone());
+        }
+        self.publish(state).await;
+    }
+
+    fn execute(&self, effect: Effect, results: mpsc::UnboundedSender<ActionResult>) {
+        let agent_id = effect.agent_id().to_string();
+        let mut request = ActionRequest::new(agent_id.clone(), effect.action());
+        if let Effect::Heal { diagnosis, .. } = &effect {
+            request.diagnosis = Some(diagnosis.as_str().to_string());
+        }
+        request.reason = format!("{} by agent-immune", effect.action());
+        request.event_id = format!(
+            "{}-{}-attempt-{}",
+            self.run_id,
+            self.index,
+            effect.attempt_id()
+        );
+        let executors = self.executors.clone();
+        let attempt_id = effect.attempt_id();
+        tokio::spawn(async move {
+            let outcome = executors.execute(&request).await;
+            tracing::info!(
+                agent = %request.agent_id, action = %request.action, target = %outcome.target,
+                success = outcome.success, "{}", outcome.message
+            );
+            // The shard has stopped only at shutdown; the result is moot.
+            let _ = results.send(ActionResult {
+                agent_id: request.agent_id,
+                attempt_id,
+                ok: outcome.success,
+                message: outcome.message,
+            });
+        });
+    }
+
+    fn account(&self, open_before: usize) {
+        let open_now = self.assembler.open_traces();
+        self.telemetry
+            .detection
+            .open_traces
+            .add(open_now as i64 - open_before as i64);
+    }
+
+    fn route(&mut self, closed: &mut Vec<Vitals>) {
+        // Turns that close together (one export batch, an idle flush) reach
+        // the core in the order the agent lived them: its window and its
+        // "3 anomalous evaluations in a row" are about that order.
+        closed.sort_by_key(|v| v.end_time);
+        let n = self.turn_routes.len();
+        for vitals in closed.drain(..) {
+            self.telemetry.detection.turns.inc();
+            if n == 0 {
+                continue;
+            }
+            let target = agent_shard(&vitals.agent_id, n);
+            // A send fails only when the target shard has stopped, which
+            // happens after shutdown has begun; the turn is then moot.
+            let _ = self.turn_routes[target].send(vitals);
+        }
+    }
+
+    async fn publish(&mut self, state: &mut Loop) {
+        for mut event in state.events.drain(..) {
+            state.sequence += 1;
+            event.id = format!("{}-{}-{}", self.run_id, self.index, state.sequence);
+            if event.name == crate::immune::report::INFECTION {
+                self.telemetry.detection.infections.inc();
+            }
+            self.recent.push(&event);
+            for queue in &self.events {
+                // Waiting here slows detection, never the forward path:
+                // receivers only ever try_reserve on the shard queues.
+                if queue.send(event.clone()).await.is_err() {
+                    tracing::warn!(
+                        event = event.name,
+                        "events exporter has stopped; event not exported"
+                    );
+                }
+            }
+        }
+        let agents = self.core.agent_count() as i64;
+        self.telemetry
+            .detection
+            .monitored_agents
+            .add(agents - state.agents_reported);
+        state.agents_reported = agents;
+    }
+}

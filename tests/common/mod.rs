@@ -1,0 +1,223 @@
+//! Shared pieces of the integration tests: a real OTLP receiver that records
+//! what it gets (the "downstream collector"), and the real Python agent.
+#![allow(dead_code)]
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Notify;
+
+/// What the downstream receiver got.
+#[derive(Default)]
+pub struct Received {
+    pub logs: Mutex<Vec<ExportLogsServiceRequest>>,
+    pub traces: Mutex<Vec<ExportTraceServiceRequest>>,
+    pub changed: Notify,
+}
+
+impl Received {
+    /// Every log record received so far.
+    pub fn log_records(&self) -> Vec<LogRecord> {
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .flat_map(|r| r.resource_logs.iter())
+            .flat_map(|rl| rl.scope_logs.iter())
+            .flat_map(|sl| sl.log_records.iter().cloned())
+            .collect()
+    }
+
+    pub fn span_count(&self) -> usize {
+        let traces = self.traces.lock().unwrap();
+        traces
+            .iter()
+            .flat_map(|r| r.resource_spans.iter())
+            .flat_map(|rs| rs.scope_spans.iter())
+            .map(|ss| ss.spans.len())
+            .sum()
+    }
+
+    /// Waits until `check` holds (re-checked on every export), or panics
+    /// after `timeout` with `what`.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Self) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if let Some(v) = check(self) {
+                return v;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("timed out after {timeout:?} waiting for {what}");
+            }
+        }
+    }
+}
+
+struct Sink(Arc<Received>);
+
+#[tonic::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.0.logs.lock().unwrap().push(request.into_inner());
+        self.0.changed.notify_waiters();
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.traces.lock().unwrap().push(request.into_inner());
+        self.0.changed.notify_waiters();
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// Starts a real OTLP gRPC receiver (logs and traces) on a free port.
+pub async fn downstream_collector() -> (SocketAddr, Arc<Received>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Received::default());
+    let server = tonic::transport::Server::builder()
+        .add_service(LogsServiceServer::new(Sink(received.clone())))
+        .add_service(TraceServiceServer::new(Sink(received.clone())))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    (addr, received)
+}
+
+/// The string value of a log record attribute.
+pub fn attr<'a>(record: &'a LogRecord, key: &str) -> Option<&'a Value> {
+    record
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+pub fn attr_str<'a>(record: &'a LogRecord, key: &str) -> Option<&'a str> {
+    match attr(record, key) {
+        Some(Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+pub fn event_name(record: &LogRecord) -> &str {
+    if !record.event_name.is_empty() {
+        return &record.event_name;
+    }
+    attr_str(record, "event.name").unwrap_or("")
+}
+
+/// The Python interpreter of the test virtualenv (made by tests/run.sh).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("AGENT_IMMUNE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the Python test environment is missing: run tests/run.sh (it creates .venv with the OpenTelemetry SDK and openai)"
+    );
+    venv
+}
+
+pub fn python_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name)
+}
+
+/// A running fake OpenAI-compatible provider (killed on drop).
+pub struct FakeOpenAi {
+    pub base_url: String,
+    _child: tokio::process::Child,
+}
+
+pub async fn fake_openai() -> FakeOpenAi {
+    let mut child = tokio::process::Command::new(python())
+        .arg(python_script("fake_openai.py"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start fake OpenAI server");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("fake OpenAI server did not report its port")
+        .unwrap()
+        .unwrap();
+    let port: u16 = line.trim_start_matches("PORT ").trim().parse().unwrap();
+    FakeOpenAi {
+        base_url: format!("http://127.0.0.1:{port}/v1"),
+        _child: child,
+    }
+}
+
+/// One turn the Python agent reported.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AgentTurn {
+    pub turn: u32,
+    pub trace_id: String,
+    pub anomalous: bool,
+}
+
+/// Runs the Python agent to completion, pointed at `otlp_endpoint` with
+/// nothing but the standard OTel environment variables.
+pub async fn run_python_agent(
+    provider: &FakeOpenAi,
+    otlp_endpoint: &str,
+    protocol: &str,
+    args: &[&str],
+) -> Vec<AgentTurn> {
+    let output = tokio::process::Command::new(python())
+        .arg(python_script("agent.py"))
+        .args(args)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .env("OPENAI_BASE_URL", &provider.base_url)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the Python agent");
+    assert!(
+        output.status.success(),
+        "agent failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("agent turn line"))
+        .collect()
+}
