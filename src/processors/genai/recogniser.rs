@@ -371,19 +371,18 @@ fn model_of<'a>(scan: &Scan<'a>, span_name: &'a str) -> Option<std::borrow::Cow<
     .then_some(model.into())
 }
 
-/// `invoke_agent WeatherBot` → WeatherBot; Traceloop `WeatherBot.agent` →
-/// WeatherBot; an OpenInference agent span is named after the agent.
+/// The agent a span name names by convention: `invoke_agent WeatherBot`
+/// (OTel) or `WeatherBot.agent` (Traceloop). Other names are not read as
+/// agents: an OpenAI Agents SDK workflow root is an agent span named after
+/// the workflow ("Agent workflow" unless the app names it), and taking that
+/// for an agent would put an empty turn of a bogus agent in every trace.
 fn agent_in_span_name(name: &str) -> Option<&str> {
     let name = name.trim();
-    if matches!(name, "invoke_agent" | "create_agent") {
-        return None;
-    }
     let bare = name
         .strip_prefix("invoke_agent ")
         .or_else(|| name.strip_prefix("create_agent "))
-        .map(str::trim)
-        .or_else(|| name.strip_suffix(".agent"))
-        .unwrap_or(name);
+        .or_else(|| name.strip_suffix(".agent"))?
+        .trim();
     (!bare.is_empty()).then_some(bare)
 }
 

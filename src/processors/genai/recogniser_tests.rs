@@ -317,16 +317,20 @@ fn placeholders_are_not_agents() {
         vec![kv_str("gen_ai.operation.name", "invoke_agent")],
     ));
     assert_eq!(named_by_span.agent.as_deref(), Some("Planner"));
-    // ...unless the name is the SDK's constant workflow root.
-    let workflow_root = one_span(span(
-        1,
-        1,
-        None,
-        "Agent workflow",
-        (0, 1),
-        vec![kv_str("gen_ai.operation.name", "invoke_agent")],
-    ));
-    assert!(!workflow_root.is_named_agent());
+    // ...but a workflow root named after its workflow is no agent, whatever
+    // the app named the workflow.
+    for root_name in ["Agent workflow", "Customer support"] {
+        let workflow_root = one_span(span(
+            1,
+            1,
+            None,
+            root_name,
+            (0, 1),
+            vec![kv_str("gen_ai.operation.name", "invoke_agent")],
+        ));
+        assert_eq!(workflow_root.class, SpanClass::Agent);
+        assert!(!workflow_root.is_named_agent(), "{root_name}");
+    }
     let bare = one_span(span(
         1,
         1,
@@ -336,6 +340,15 @@ fn placeholders_are_not_agents() {
         vec![kv_str("gen_ai.operation.name", "invoke_agent")],
     ));
     assert_eq!(bare.agent, None);
+    let traceloop = one_span(span(
+        1,
+        1,
+        None,
+        "Helper.agent",
+        (0, 1),
+        vec![kv_str("traceloop.span.kind", "agent")],
+    ));
+    assert_eq!(traceloop.agent.as_deref(), Some("Helper"));
 }
 
 #[test]
