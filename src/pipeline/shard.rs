@@ -311,12 +311,16 @@ impl Shard {
         });
     }
 
-    fn account(&self, open_before: usize) {
+    /// Moves the assembler's counts into the pipeline's telemetry.
+    fn account(&mut self, open_before: usize) {
         let open_now = self.assembler.open_traces();
-        self.telemetry
-            .detection
+        let detection = &self.telemetry.detection;
+        detection
             .open_traces
             .add(open_now as i64 - open_before as i64);
+        let counts = self.assembler.take_counters();
+        detection.evicted_traces.add(counts.evicted);
+        detection.late_spans.add(counts.late_spans);
     }
 
     fn route(&mut self, closed: &mut Vec<Vitals>) {
