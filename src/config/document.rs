@@ -12,6 +12,7 @@ use crate::immune::config::ImmuneConfig;
 use crate::pipeline::consumer::Signal;
 use crate::processors::genai::config::GenaiConfig;
 use crate::processors::turns::config::TurnsConfig;
+use crate::receivers::llm_proxy::LlmProxyConfig;
 use crate::receivers::otlp::config::OtlpReceiverConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -43,6 +44,7 @@ impl fmt::Display for ComponentId {
 #[derive(Debug, Clone)]
 pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
+    LlmProxy(Box<LlmProxyConfig>),
 }
 
 #[derive(Debug, Clone)]
@@ -332,11 +334,16 @@ impl Loader {
     ) {
         let parsed = match id.kind() {
             "otlp" => ReceiverConfig::Otlp(self.typed(full, value, OtlpReceiverConfig::validate)),
+            "llm_proxy" => ReceiverConfig::LlmProxy(Box::new(self.typed(
+                full,
+                value,
+                LlmProxyConfig::validate,
+            ))),
             other => {
                 return self.push(
                     span,
                     full,
-                    format!("unknown receiver type {other:?} (known: otlp)"),
+                    format!("unknown receiver type {other:?} (known: otlp, llm_proxy)"),
                 );
             }
         };
@@ -438,14 +445,17 @@ impl Loader {
                 "needs at least one exporter",
             );
         }
+        let mut proxies = Vec::new();
         for r in table.receivers {
             let cid = ComponentId(r.get_ref().clone());
-            if !config.receivers.contains_key(&cid) {
-                self.push(
+            match config.receivers.get(&cid) {
+                None => self.push(
                     r.span(),
                     format!("{full}.receivers"),
                     format!("receiver {cid:?} is not defined under [receivers]"),
-                );
+                ),
+                Some(ReceiverConfig::LlmProxy(_)) => proxies.push(r.span()),
+                Some(_) => {}
             }
             pipeline.receivers.push(cid);
         }
@@ -479,6 +489,11 @@ impl Loader {
                 .map(|(_, s)| s.clone())
                 .unwrap_or(span.clone());
             self.push(at, format!("{full}.processors"), format!("detection needs exactly [\"genai\", \"turns\", \"immune\"] in that order, got {got:?}"));
+        }
+        if got.is_empty() {
+            for at in proxies {
+                self.push(at, format!("{full}.receivers"), "an llm_proxy receiver feeds detection: its pipeline needs the genai, turns and immune processors");
+            }
         }
         for e in table.exporters {
             let cid = ComponentId(e.get_ref().clone());

@@ -39,8 +39,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The table name reserved for routing.
 pub const ROUTING_KEY: &str = "routing";
 /// Target types, as written before the `/` of an id.
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 7] = [
     "noop",
+    "llm_proxy",
     "http_control",
     "agent_control_grpc",
     "process",
@@ -55,6 +56,10 @@ const MAX_TARGETS: usize = 256;
 #[serde(untagged)]
 pub enum TargetConfig {
     Noop(NoopConfig),
+    /// The `llm_proxy` receiver's own gateway (block, throttle, strip tools);
+    /// the id names the receiver (`[executors.llm_proxy]` acts through
+    /// `[receivers.llm_proxy]`). Takes no keys.
+    LlmProxy(NoopConfig),
     HttpControl(HttpControlConfig),
     AgentControlGrpc(AgentControlGrpcConfig),
     Process(ProcessConfig),
@@ -66,6 +71,7 @@ impl TargetConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             TargetConfig::Noop(_) => "noop",
+            TargetConfig::LlmProxy(_) => "llm_proxy",
             TargetConfig::HttpControl(_) => "http_control",
             TargetConfig::AgentControlGrpc(_) => "agent_control_grpc",
             TargetConfig::Process(_) => "process",
@@ -77,7 +83,7 @@ impl TargetConfig {
     /// Keys relative to the target's own table.
     pub fn validate(&self) -> Vec<ConfigIssue> {
         match self {
-            TargetConfig::Noop(c) => c.validate(),
+            TargetConfig::Noop(c) | TargetConfig::LlmProxy(c) => c.validate(),
             TargetConfig::HttpControl(c) => c.validate(),
             TargetConfig::AgentControlGrpc(c) => c.validate(),
             TargetConfig::Process(c) => c.validate(),
@@ -277,6 +283,7 @@ impl<'de> Visitor<'de> for ExecutorsVisitor {
             }
             let target = match kind_of(&id) {
                 "noop" => TargetConfig::Noop(map.next_value()?),
+                "llm_proxy" => TargetConfig::LlmProxy(map.next_value()?),
                 "http_control" => TargetConfig::HttpControl(map.next_value()?),
                 "agent_control_grpc" => TargetConfig::AgentControlGrpc(map.next_value()?),
                 "process" => TargetConfig::Process(map.next_value()?),

@@ -51,6 +51,15 @@ impl Executors {
     /// Validates the config and builds every target. Needs no runtime:
     /// connections are made on first use.
     pub fn from_config(config: &ExecutorsConfig) -> Result<Self, ExecutorsError> {
+        Self::from_config_with(config, &BTreeMap::new())
+    }
+
+    /// As `from_config`, with the enforcement handles of running receivers
+    /// (the LLM proxy's gateway), by receiver id, for `llm_proxy` targets.
+    pub fn from_config_with(
+        config: &ExecutorsConfig,
+        gateways: &BTreeMap<String, Arc<dyn EnforcementTarget>>,
+    ) -> Result<Self, ExecutorsError> {
         let issues = config.validate();
         if !issues.is_empty() {
             return Err(ExecutorsError(issues));
@@ -64,7 +73,13 @@ impl Executors {
             .iter()
             .partition(|(_, t)| matches!(t, TargetConfig::Composite(_)));
         for (id, target) in simple {
-            match build(id, target) {
+            let built = match target {
+                TargetConfig::LlmProxy(_) => gateways.get(id).cloned().ok_or_else(|| {
+                    format!("no [receivers.{id}] runs in this pipeline to enforce through")
+                }),
+                _ => build(id, target),
+            };
+            match built {
                 Ok(built) => {
                     targets.insert(id.clone(), built);
                 }
@@ -178,6 +193,9 @@ fn build(id: &str, target: &TargetConfig) -> Result<Arc<dyn EnforcementTarget>, 
         TargetConfig::Container(c) => Arc::new(ContainerTarget::new(id, c)?),
         TargetConfig::Composite(_) => {
             return Err("composites are built after their members".into());
+        }
+        TargetConfig::LlmProxy(_) => {
+            return Err("llm_proxy targets are the receiver's gateway, given at start".into());
         }
     })
 }

@@ -293,3 +293,12 @@ pub fn event_attr<'a>(event: &'a Event, key: &str) -> Option<&'a AttrValue> {
         .find(|(k, _)| k == key)
         .map(|(_, v)| v)
 }
+
+/// The LLM proxy (and any other vitals source) feeds detection through the
+/// fleet: each vitals record goes to the shard that owns its agent.
+impl super::consumer::VitalsConsumer for Fleet {
+    fn consume_vitals(&self, vitals: Vitals) -> Result<(), super::consumer::Refused> {
+        self.ingest(vitals)
+            .map_err(|_| super::consumer::Refused::Unavailable)
+    }
+}

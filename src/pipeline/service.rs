@@ -11,12 +11,14 @@ use crate::api::{self, server::ApiState};
 use crate::config::document::{
     ComponentId, Config, ExporterConfig, PipelineConfig, ProcessorConfig, ReceiverConfig,
 };
+use crate::executors::EnforcementTarget;
 use crate::executors::Executors;
 use crate::exporters::{events, otlp_forward};
 use crate::immune::core::ImmuneCore;
 use crate::immune::event::Event;
 use crate::processors::genai::Recogniser;
 use crate::processors::turns::TurnAssembler;
+use crate::receivers::llm_proxy::{AgentRegistry, LlmProxy, PolicyEngine};
 use crate::receivers::otlp::{Consumers, OtlpReceiver, ReceiverError};
 use crate::telemetry::Telemetry;
 use anyhow::{Context, bail};
@@ -37,9 +39,20 @@ pub struct BoundReceiver {
     pub http: Option<SocketAddr>,
 }
 
+/// An LLM proxy receiver, as the management API shows it.
+#[derive(Clone)]
+pub struct Gateway {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub registry: Arc<AgentRegistry>,
+    pub policies: Arc<PolicyEngine>,
+}
+
 /// A running agent-immune.
 pub struct Service {
     pub receivers: Vec<BoundReceiver>,
+    /// The LLM proxies this service runs.
+    pub gateways: Vec<Gateway>,
     /// The fleet, when a pipeline runs detection.
     pub fleet: Option<Fleet>,
     /// Where the management API listens, when enabled.
@@ -95,8 +108,20 @@ impl Service {
             }
         }
 
+        // LLM proxies bind first: their gateways are enforcement targets.
+        let mut proxies = Vec::new();
+        let mut gateways: BTreeMap<String, Arc<dyn EnforcementTarget>> = BTreeMap::new();
+        for (id, receiver) in &config.receivers {
+            if let ReceiverConfig::LlmProxy(cfg) = receiver {
+                let proxy = LlmProxy::bind(cfg)
+                    .await
+                    .with_context(|| format!("starting receiver {id}"))?;
+                gateways.insert(id.to_string(), Arc::new(proxy.enforcement().with_id(&id.0)));
+                proxies.push((id.clone(), proxy));
+            }
+        }
         let executors = Arc::new(
-            Executors::from_config(&config.executors)
+            Executors::from_config_with(&config.executors, &gateways)
                 .map_err(|e| anyhow::anyhow!("executors: {e}"))?,
         );
         let recent = Arc::new(RecentEvents::new(RECENT_EVENTS));
@@ -162,8 +187,11 @@ impl Service {
         // Receivers last: bind, then serve.
         let mut bound = Vec::new();
         let mut receiver_tasks = Vec::new();
+        let mut gateway_views = Vec::new();
         for (id, receiver) in &config.receivers {
-            let ReceiverConfig::Otlp(cfg) = receiver;
+            let ReceiverConfig::Otlp(cfg) = receiver else {
+                continue;
+            };
             let consumer_for = |signal| consumers.get(&(id.clone(), signal)).cloned();
             let consumers = Consumers {
                 traces: consumer_for(Signal::Traces),
@@ -189,6 +217,26 @@ impl Service {
                 receivers_cancel.clone(),
             ));
         }
+        for (id, proxy) in proxies {
+            let Some(fleet) = fleet.clone() else {
+                bail!("receiver {id} feeds detection, but no pipeline runs it");
+            };
+            let addr = proxy.addr();
+            tracing::info!(receiver = %id, %addr, "LLM proxy listening");
+            gateway_views.push(Gateway {
+                id: id.to_string(),
+                addr,
+                registry: proxy.registry(),
+                policies: proxy.policies(),
+            });
+            let task = proxy.serve(Arc::new(fleet), telemetry.clone(), receivers_cancel.clone());
+            receiver_tasks.push(tokio::spawn(async move {
+                match task.await {
+                    Ok(Err(e)) => Err(ReceiverError::Http(std::io::Error::other(e.to_string()))),
+                    _ => Ok(()),
+                }
+            }));
+        }
         for r in &bound {
             tracing::info!(receiver = %r.id, grpc = ?r.grpc, http = ?r.http, "receiving OTLP");
         }
@@ -211,6 +259,7 @@ impl Service {
         ready.store(true, Ordering::Relaxed);
         Ok(Service {
             receivers: bound,
+            gateways: gateway_views,
             fleet,
             api_addr,
             ready,

@@ -1,0 +1,99 @@
+//! The LLM proxy inside the pipeline: an agent with no OpenTelemetry at all
+//! calls its provider through agent-immune's proxy; every call becomes
+//! vitals, its baseline is learned, and when it goes anomalous the immune
+//! response quarantines it at the gateway (HTTP 503 on its next call).
+
+mod common;
+
+use agent_immune::config::document::Config;
+use agent_immune::pipeline::service::Service;
+use common::event_name;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomalous_agent_behind_the_proxy_is_quarantined_at_the_gateway() {
+    let provider = common::fake_openai().await;
+    let upstream = provider.base_url.trim_end_matches("/v1").to_string();
+    let (downstream, received) = common::downstream_collector().await;
+    let text = format!(
+        r#"
+[receivers.llm_proxy]
+endpoint = "127.0.0.1:0"
+upstream = "{upstream}"
+[processors.genai]
+[processors.turns]
+[processors.immune]
+approval_sigma = 40.0
+severe_sigma = 50.0
+[exporters.events]
+console = false
+otlp = {{ endpoint = "http://{downstream}", protocol = "grpc" }}
+[executors.llm_proxy]
+[executors.routing]
+default = "llm_proxy"
+[api]
+endpoint = ""
+[pipelines.traces]
+receivers = ["llm_proxy"]
+processors = ["genai", "turns", "immune"]
+exporters = ["events"]
+"#
+    );
+    let config = Config::parse("llm_proxy_pipeline", &text, |_| None).expect("valid config");
+    let service = Service::start(config).await.expect("start");
+    let proxy = service.gateways.first().expect("the proxy runs").addr;
+    let client = reqwest::Client::new();
+    let call = async |chars: usize| {
+        let prompt = "Where is my parcel? ".repeat(chars / 20);
+        client
+            .post(format!("http://{proxy}/v1/chat/completions"))
+            .header("authorization", "Bearer sk-test-proxy-key")
+            .header("x-agent-id", "no-otel-agent")
+            .header("content-type", "application/json")
+            .body(
+                serde_json::json!({
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}]
+                })
+                .to_string(),
+            )
+            .send()
+            .await
+            .expect("proxy answers")
+    };
+    for i in 0..25 {
+        let resp = call(1600 + (i % 5) * 80).await;
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    // Its prompts triple: judged, drained, quarantined at the gateway.
+    let mut quarantined = None;
+    for _ in 0..60 {
+        let resp = call(4800).await;
+        if resp.status().as_u16() == 503 {
+            quarantined = Some(resp.text().await.unwrap());
+            break;
+        }
+        received
+            .wait_for("an immune event", Duration::from_secs(5), |r| {
+                (!r.log_records().is_empty()).then_some(())
+            })
+            .await;
+    }
+    let body = quarantined.expect("the agent was never refused at the gateway");
+    assert!(
+        body.contains("agent is quarantined by agent-immune"),
+        "{body}"
+    );
+    // The gateway acted before the event was exported: wait for both.
+    for wanted in ["agent_immune.infection", "agent_immune.quarantine"] {
+        received
+            .wait_for(wanted, Duration::from_secs(10), |r| {
+                r.log_records()
+                    .iter()
+                    .any(|l| event_name(l) == wanted)
+                    .then_some(())
+            })
+            .await;
+    }
+    service.shutdown(Duration::from_secs(5)).await;
+}
