@@ -35,6 +35,8 @@ enum Command {
     },
     /// Print the embedded default pipeline config.
     DefaultConfig,
+    #[command(flatten)]
+    Operator(agent_immune::api::cli::OperatorCommand),
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
@@ -61,6 +63,7 @@ fn init_logging(config: &Config) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Operator(command) => operator(command),
         Command::DefaultConfig => {
             print!("{}", agent_immune::config::document::DEFAULT_PIPELINE);
             ExitCode::SUCCESS
@@ -111,6 +114,26 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// An operator command against the management API (key from the env).
+fn operator(command: agent_immune::api::cli::OperatorCommand) -> ExitCode {
+    use std::io::Write;
+    let key = std::env::var(agent_immune::api::client::API_KEY_ENV).ok();
+    let outcome = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(agent_immune::api::cli::run(command, key)),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A closed pipe (`| head`) is not worth a panic.
+    let _ = std::io::stdout().write_all(outcome.stdout.as_bytes());
+    let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
+    ExitCode::from(outcome.code)
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

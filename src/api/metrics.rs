@@ -2,8 +2,11 @@
 //! the Collector's (`otelcol_receiver_accepted_spans` becomes
 //! `agent_immune_receiver_accepted_spans`).
 
+use crate::immune::lifecycle::LifecycleState;
 use crate::pipeline::consumer::Signal;
+use crate::receivers::llm_proxy::metrics::ProxyMetrics;
 use crate::telemetry::{ExporterMetrics, Telemetry};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 fn item_name(signal: Signal) -> &'static str {
@@ -17,6 +20,108 @@ fn item_name(signal: Signal) -> &'static str {
 struct Out(String);
 
 impl Out {
+    fn llm_proxy(&mut self, m: &ProxyMetrics) {
+        let counters: [(&str, &str, u64); 16] = [
+            (
+                "requests",
+                "Requests received by the LLM proxy.",
+                m.requests.get(),
+            ),
+            (
+                "forwarded",
+                "Requests forwarded upstream.",
+                m.forwarded.get(),
+            ),
+            (
+                "upstream_errors",
+                "Upstream answers with status >= 400 (passed through).",
+                m.upstream_errors.get(),
+            ),
+            (
+                "upstream_failures",
+                "Upstream unreachable or too slow (answered 502/504).",
+                m.upstream_failures.get(),
+            ),
+            (
+                "refused_quarantined",
+                "Requests refused: agent quarantined.",
+                m.refused_quarantined.get(),
+            ),
+            (
+                "refused_draining",
+                "Requests refused: agent draining.",
+                m.refused_draining.get(),
+            ),
+            (
+                "refused_throttled",
+                "Requests refused by a rate budget (429).",
+                m.refused_throttled.get(),
+            ),
+            (
+                "refused_model",
+                "Requests refused by a model allow/block list (403).",
+                m.refused_model.get(),
+            ),
+            (
+                "refused_tools",
+                "Requests refused because the agent's tools are revoked.",
+                m.refused_tools.get(),
+            ),
+            (
+                "refused_invalid",
+                "Requests refused as invalid (path, size, body).",
+                m.refused_invalid.get(),
+            ),
+            (
+                "policy_alerts",
+                "Violations of alert-only policy rules.",
+                m.policy_alerts.get(),
+            ),
+            (
+                "tools_stripped",
+                "Requests whose tools were stripped (revoke_tools).",
+                m.tools_stripped.get(),
+            ),
+            (
+                "unknown_provider_headers",
+                "X-LLM-Provider values naming no allowlisted provider.",
+                m.unknown_provider_headers.get(),
+            ),
+            (
+                "cut_streams",
+                "Streams cut because their agent was quarantined.",
+                m.cut_streams.get(),
+            ),
+            ("vitals", "Vitals handed to detection.", m.vitals.get()),
+            (
+                "vitals_dropped",
+                "Vitals dropped because detection refused them.",
+                m.vitals_dropped.get(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            self.metric(
+                &format!("llm_proxy_{name}"),
+                "counter",
+                help,
+                &[("", i128::from(value))],
+            );
+        }
+        let h = &m.added_latency;
+        let name = "agent_immune_llm_proxy_added_latency_seconds";
+        let _ = writeln!(
+            self.0,
+            "# HELP {name} Latency the LLM proxy adds to a request (upstream time excluded)."
+        );
+        let _ = writeln!(self.0, "# TYPE {name} histogram");
+        for (bound, count) in h.cumulative() {
+            let le = bound.map_or_else(|| "+Inf".to_string(), |us| format!("{}", us as f64 / 1e6));
+            let _ = writeln!(self.0, "{name}_bucket{{le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(self.0, "{name}_sum {}", h.sum().as_secs_f64());
+        let _ = writeln!(self.0, "{name}_count {}", h.count());
+    }
+
     fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, i128)]) {
         let _ = writeln!(self.0, "# HELP agent_immune_{name} {help}");
         let _ = writeln!(self.0, "# TYPE agent_immune_{name} {kind}");
@@ -54,8 +159,9 @@ impl Out {
     }
 }
 
-/// Renders every counter.
-pub fn render(t: &Telemetry) -> String {
+/// Renders every counter, and the agents per lifecycle state when the
+/// fleet answered (`None` when no pipeline runs detection).
+pub fn render(t: &Telemetry, agents_by_state: Option<&BTreeMap<String, usize>>) -> String {
     let mut out = Out(String::new());
     for signal in Signal::ALL {
         let items = item_name(signal);
@@ -123,5 +229,68 @@ pub fn render(t: &Telemetry) -> String {
         "Agents with a baseline.",
         &[("", d.monitored_agents.get().into())],
     );
+    if let Some(by_state) = agents_by_state {
+        let labels: Vec<(String, i128)> = LifecycleState::ALL
+            .iter()
+            .map(|s| {
+                let n = by_state.get(s.as_str()).copied().unwrap_or(0);
+                (
+                    format!("{{state=\"{}\"}}", s.as_str()),
+                    i128::try_from(n).unwrap_or(i128::MAX),
+                )
+            })
+            .collect();
+        let samples: Vec<(&str, i128)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        out.metric(
+            "agents",
+            "gauge",
+            "Monitored agents per lifecycle state.",
+            &samples,
+        );
+    }
+    out.llm_proxy(&t.llm_proxy);
     out.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn agent_states_and_proxy_metrics_are_rendered() {
+        let t = Telemetry::default();
+        t.llm_proxy.requests.add(7);
+        t.llm_proxy.added_latency.record(Duration::from_micros(80));
+        let mut by_state = BTreeMap::new();
+        by_state.insert("HEALTHY".to_string(), 3);
+        let text = render(&t, Some(&by_state));
+        assert!(
+            text.contains("agent_immune_agents{state=\"HEALTHY\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("agent_immune_agents{state=\"QUARANTINED\"} 0\n"));
+        assert!(text.contains("agent_immune_llm_proxy_requests 7\n"));
+        assert!(
+            text.contains("agent_immune_llm_proxy_added_latency_seconds_bucket{le=\"0.0001\"} 1\n")
+        );
+        assert!(
+            text.contains("agent_immune_llm_proxy_added_latency_seconds_bucket{le=\"+Inf\"} 1\n")
+        );
+        assert!(text.contains("agent_immune_llm_proxy_added_latency_seconds_count 1\n"));
+        // Every sample line belongs to a declared metric.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                text.contains(&format!("# TYPE {name} "))
+                    || text.contains(&format!("# TYPE {family} histogram")),
+                "{line}"
+            );
+        }
+        assert!(!render(&t, None).contains("agent_immune_agents{"));
+    }
 }

@@ -244,10 +244,13 @@ impl Service {
         let api_cancel = CancellationToken::new();
         let (api_addr, api_task) = match config.api.addr().map_err(anyhow::Error::msg)? {
             Some(addr) => {
-                let state = ApiState {
-                    telemetry: telemetry.clone(),
-                    ready: ready.clone(),
-                };
+                // Still to wire: `.with_api_key(Some(key))` from the state
+                // store (`state::resolve_api_key_from_env`); without it
+                // mutating calls and ingest are refused (fail closed). And
+                // `.with_proxy(..)` with an llm_proxy receiver's registry()
+                // and policies().
+                let state = ApiState::new(telemetry.clone(), ready.clone(), config.api.clone())
+                    .with_fleet(fleet.clone());
                 let (bound_addr, task) = api::server::serve(addr, state, api_cancel.clone())
                     .await
                     .with_context(|| format!("starting the management API on {addr}"))?;

@@ -1,0 +1,499 @@
+//! JSON vitals ingest, for agents that do not speak OTLP: one object or an
+//! array of them, each one turn. Every field is checked (type, range,
+//! finite) and a refusal names the field; a batch is all or nothing.
+
+use super::error::ApiError;
+use crate::immune::core::MAX_AGENT_ID_LEN;
+use crate::immune::vitals::{UnixNanos, Vitals};
+use serde_json::{Map, Value};
+
+/// The fields a record may carry.
+pub const FIELDS: [&str; 16] = [
+    "agent_id",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "tool_calls",
+    "retries",
+    "success",
+    "cost",
+    "model",
+    "error_type",
+    "prompt_hash",
+    "timestamp",
+    "llm_calls",
+    "errors",
+    "trace_id",
+    "span_id",
+];
+
+/// One day: no single turn runs longer.
+const MAX_LATENCY_MS: f64 = 86_400_000.0;
+const MAX_TOKENS: u64 = 1_000_000_000;
+const MAX_COUNT: u64 = 100_000;
+/// USD for one turn.
+const MAX_COST: f64 = 1_000_000.0;
+const MAX_TEXT_CHARS: usize = 256;
+/// 2000-01-01T00:00:00Z.
+const MIN_TIMESTAMP_S: f64 = 946_684_800.0;
+/// Clock skew tolerated for timestamps ahead of the server's clock.
+const MAX_FUTURE_S: f64 = 3600.0;
+
+/// Reads the body: one record or an array of at most `max_batch`. `now`
+/// stands in for a missing timestamp; `fresh_ids` makes ids for turns
+/// that come without a trace.
+pub fn parse_batch(
+    body: &[u8],
+    max_batch: usize,
+    now: UnixNanos,
+    fresh_ids: &mut dyn FnMut() -> ([u8; 16], [u8; 8]),
+) -> Result<Vec<Vitals>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "empty body: send a JSON object with agent_id and latency_ms, or an array of them",
+        ));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+    match value {
+        Value::Object(record) => Ok(vec![parse_record(&record, "", now, fresh_ids)?]),
+        Value::Array(records) => {
+            if records.is_empty() {
+                return Err(ApiError::bad_request("empty array: no vitals to ingest"));
+            }
+            if records.len() > max_batch {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "{} records in one request; at most {max_batch} (split the batch)",
+                        records.len()
+                    ),
+                ));
+            }
+            records
+                .iter()
+                .enumerate()
+                .map(|(i, record)| match record {
+                    Value::Object(r) => parse_record(r, &format!("[{i}]."), now, fresh_ids),
+                    _ => Err(ApiError::field(format!("[{i}]"), "must be a JSON object")),
+                })
+                .collect()
+        }
+        _ => Err(ApiError::bad_request(
+            "body must be a JSON object or an array of objects",
+        )),
+    }
+}
+
+/// Field access with the record's path prefix in every error.
+struct Record<'a> {
+    map: &'a Map<String, Value>,
+    prefix: &'a str,
+}
+
+impl Record<'_> {
+    fn err(&self, field: &str, problem: impl std::fmt::Display) -> ApiError {
+        ApiError::field(format!("{}{field}", self.prefix), problem)
+    }
+
+    /// The value, `None` when absent or null.
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    fn number(&self, field: &str, max: f64) -> Result<Option<f64>, ApiError> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        let n = value
+            .as_f64()
+            .ok_or_else(|| self.err(field, format!("must be a number, got {}", kind(value))))?;
+        if !n.is_finite() {
+            return Err(self.err(field, "must be a finite number"));
+        }
+        if n < 0.0 {
+            return Err(self.err(field, "must not be negative"));
+        }
+        if n > max {
+            return Err(self.err(field, format!("{n} is above the limit of {max}")));
+        }
+        Ok(Some(n))
+    }
+
+    fn count(&self, field: &str, max: u64) -> Result<Option<u64>, ApiError> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        let n = match value {
+            Value::Number(n) if n.is_u64() => n.as_u64(),
+            Value::Number(n) if n.is_i64() => {
+                return Err(self.err(field, "must not be negative"));
+            }
+            // 3.0 is a count, 3.5 is not.
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                .map(|f| f as u64),
+            _ => None,
+        };
+        let n = n.ok_or_else(|| {
+            self.err(
+                field,
+                format!("must be a non-negative integer, got {}", describe(value)),
+            )
+        })?;
+        if n > max {
+            return Err(self.err(field, format!("{n} is above the limit of {max}")));
+        }
+        Ok(Some(n))
+    }
+
+    fn text(&self, field: &str, max_chars: usize) -> Result<Option<String>, ApiError> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        let s = value
+            .as_str()
+            .ok_or_else(|| self.err(field, format!("must be a string, got {}", kind(value))))?;
+        if s.chars().count() > max_chars {
+            return Err(self.err(field, format!("longer than {max_chars} characters")));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(self.err(field, "must not contain control characters"));
+        }
+        Ok((!s.is_empty()).then(|| s.to_string()))
+    }
+
+    fn hex_id<const N: usize>(&self, field: &str) -> Result<Option<[u8; N]>, ApiError> {
+        let Some(s) = self.text(field, 2 * N)? else {
+            return Ok(None);
+        };
+        let mut out = [0u8; N];
+        hex::decode_to_slice(&s, &mut out)
+            .map_err(|_| self.err(field, format!("must be {} hex digits", 2 * N)))?;
+        if out == [0u8; N] {
+            return Err(self.err(field, "must not be all zeros (an invalid id in OTLP)"));
+        }
+        Ok(Some(out))
+    }
+
+    fn timestamp(&self, now: UnixNanos) -> Result<Option<UnixNanos>, ApiError> {
+        let Some(value) = self.get("timestamp") else {
+            return Ok(None);
+        };
+        let seconds = match value {
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| self.err("timestamp", "must be a finite number of Unix seconds"))?,
+            Value::String(s) => {
+                let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+                    self.err(
+                        "timestamp",
+                        format!("not RFC 3339 (e.g. 2025-01-31T12:00:00Z): {e}"),
+                    )
+                })?;
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_err(|_| self.err("timestamp", "before 1970"))?
+                    .as_secs_f64()
+            }
+            _ => {
+                return Err(self.err(
+                    "timestamp",
+                    format!(
+                        "must be Unix seconds or an RFC 3339 string, got {}",
+                        kind(value)
+                    ),
+                ));
+            }
+        };
+        let now_s = now as f64 / 1e9;
+        if seconds < MIN_TIMESTAMP_S {
+            return Err(self.err(
+                "timestamp",
+                "before the year 2000 (Unix seconds are expected, not milliseconds)",
+            ));
+        }
+        if seconds > now_s + MAX_FUTURE_S {
+            return Err(self.err(
+                "timestamp",
+                "more than an hour in the future (Unix seconds are expected, not milliseconds)",
+            ));
+        }
+        Ok(Some((seconds * 1e9) as UnixNanos))
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A short rendering of a refused value (numbers shown, the rest by kind).
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Number(n) => n.to_string(),
+        other => kind(other).to_string(),
+    }
+}
+
+fn parse_record(
+    map: &Map<String, Value>,
+    prefix: &str,
+    now: UnixNanos,
+    fresh_ids: &mut dyn FnMut() -> ([u8; 16], [u8; 8]),
+) -> Result<Vitals, ApiError> {
+    let r = Record { map, prefix };
+    if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        let shown: String = unknown.chars().take(64).collect();
+        return Err(r.err(
+            &shown,
+            format!("unknown field (known: {})", FIELDS.join(", ")),
+        ));
+    }
+    let agent_id = match r.get("agent_id") {
+        None => return Err(r.err("agent_id", "is required")),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(r.err("agent_id", format!("must be a string, got {}", kind(other))));
+        }
+    };
+    if agent_id.trim().is_empty() {
+        return Err(r.err("agent_id", "must not be empty"));
+    }
+    if agent_id.len() > MAX_AGENT_ID_LEN {
+        return Err(r.err("agent_id", format!("longer than {MAX_AGENT_ID_LEN} bytes")));
+    }
+    if agent_id.chars().any(char::is_control) {
+        return Err(r.err("agent_id", "must not contain control characters"));
+    }
+    let latency_ms = r
+        .number("latency_ms", MAX_LATENCY_MS)?
+        .ok_or_else(|| r.err("latency_ms", "is required"))?;
+    let input_tokens = r.count("input_tokens", MAX_TOKENS)?;
+    let output_tokens = r.count("output_tokens", MAX_TOKENS)?;
+    let success = match r.get("success") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(r.err(
+                "success",
+                format!("must be true or false, got {}", kind(other)),
+            ));
+        }
+    };
+    let error_type = r.text("error_type", MAX_TEXT_CHARS)?;
+    // A failed turn counts one error unless the agent says how many.
+    let errors = r.count("errors", MAX_COUNT)?.unwrap_or(u64::from(!success));
+    let usage_known = input_tokens.is_some() || output_tokens.is_some();
+    let ids = match (r.hex_id::<16>("trace_id")?, r.hex_id::<8>("span_id")?) {
+        (Some(t), Some(s)) => (t, s),
+        (Some(t), None) => (t, fresh_ids().1),
+        (None, Some(_)) => return Err(r.err("span_id", "needs trace_id as well")),
+        (None, None) => fresh_ids(),
+    };
+    let small = |field: &str| -> Result<u32, ApiError> {
+        Ok(r.count(field, MAX_COUNT)?.map_or(0, |n| n as u32))
+    };
+    Ok(Vitals {
+        agent_id,
+        trace_id: ids.0,
+        root_span_id: ids.1,
+        end_time: r.timestamp(now)?.unwrap_or(now),
+        latency_ms,
+        input_tokens: input_tokens.unwrap_or(0),
+        output_tokens: output_tokens.unwrap_or(0),
+        usage_known,
+        llm_calls: match r.count("llm_calls", MAX_COUNT)? {
+            Some(n) => n as u32,
+            // One LLM call per reported turn, unless it reported no usage.
+            None => u32::from(usage_known),
+        },
+        tool_calls: small("tool_calls")?,
+        retries: small("retries")?,
+        errors: errors as u32,
+        error_type,
+        cost_usd: r.number("cost", MAX_COST)?.unwrap_or(0.0),
+        model: r.text("model", MAX_TEXT_CHARS)?,
+        prompt_hash: r.text("prompt_hash", MAX_TEXT_CHARS)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixNanos = 1_800_000_000_000_000_000;
+
+    fn parse(body: &str) -> Result<Vec<Vitals>, ApiError> {
+        let mut n = 0u8;
+        parse_batch(body.as_bytes(), 3, NOW, &mut || {
+            n += 1;
+            ([n; 16], [n; 8])
+        })
+    }
+
+    fn field_of(body: &str) -> String {
+        let e = parse(body).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{e:?}");
+        e.field
+            .clone()
+            .unwrap_or_else(|| panic!("no field in {e:?}"))
+    }
+
+    #[test]
+    fn full_record_converts() {
+        let v = parse(
+            r#"{"agent_id":"billing","latency_ms":812.5,"input_tokens":1200,"output_tokens":300,
+                "tool_calls":2,"retries":1,"success":false,"cost":0.0042,"model":"gpt-4o",
+                "error_type":"timeout","prompt_hash":"abc123","timestamp":1799999999.5}"#,
+        )
+        .unwrap();
+        assert_eq!(v.len(), 1);
+        let v = &v[0];
+        assert_eq!(v.agent_id, "billing");
+        assert_eq!(v.latency_ms, 812.5);
+        assert_eq!((v.input_tokens, v.output_tokens), (1200, 300));
+        assert!(v.usage_known);
+        assert_eq!(
+            (v.tool_calls, v.retries, v.errors, v.llm_calls),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(v.error_type.as_deref(), Some("timeout"));
+        assert_eq!(v.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(v.end_time, 1_799_999_999_500_000_000);
+        assert_eq!(v.trace_id, [1; 16]);
+    }
+
+    #[test]
+    fn minimal_record_and_arrays() {
+        let v = parse(r#"[{"agent_id":"a","latency_ms":1},{"agent_id":"b","latency_ms":2,"timestamp":"2027-01-01T00:00:00Z"}]"#).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].end_time, NOW);
+        assert!(!v[0].usage_known);
+        assert_eq!(v[0].errors, 0);
+        assert_ne!(v[0].trace_id, v[1].trace_id, "each turn gets its own id");
+        assert_eq!(v[1].end_time, 1_798_761_600_000_000_000);
+        let e = parse(r#"[{"agent_id":"a","latency_ms":1},{"agent_id":"a","latency_ms":1},{"agent_id":"a","latency_ms":1},{"agent_id":"a","latency_ms":1}]"#).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        assert_eq!(field_of(r#"{"latency_ms":1}"#), "agent_id");
+        assert_eq!(field_of(r#"{"agent_id":7,"latency_ms":1}"#), "agent_id");
+        assert_eq!(field_of(r#"{"agent_id":" ","latency_ms":1}"#), "agent_id");
+        assert_eq!(field_of(r#"{"agent_id":"a"}"#), "latency_ms");
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":-1}"#),
+            "latency_ms"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":"5"}"#),
+            "latency_ms"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1e300}"#),
+            "latency_ms"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"input_tokens":1.5}"#),
+            "input_tokens"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"output_tokens":-3}"#),
+            "output_tokens"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"tool_calls":1e12}"#),
+            "tool_calls"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"retries":true}"#),
+            "retries"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"success":"yes"}"#),
+            "success"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"cost":-0.1}"#),
+            "cost"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"model":["x"]}"#),
+            "model"
+        );
+        assert_eq!(
+            field_of(&format!(
+                r#"{{"agent_id":"a","latency_ms":1,"error_type":"{}"}}"#,
+                "e".repeat(300)
+            )),
+            "error_type"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"prompt_hash":"a\u0007"}"#),
+            "prompt_hash"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"timestamp":1799999999000}"#),
+            "timestamp"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"timestamp":12}"#),
+            "timestamp"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"timestamp":"yesterday"}"#),
+            "timestamp"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"trace_id":"xyz"}"#),
+            "trace_id"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"span_id":"0102030405060708"}"#),
+            "span_id"
+        );
+        assert_eq!(
+            field_of(r#"{"agent_id":"a","latency_ms":1,"latncy":2}"#),
+            "latncy"
+        );
+        assert_eq!(
+            field_of(r#"[{"agent_id":"a","latency_ms":1},{"agent_id":"a","latency_ms":-1}]"#),
+            "[1].latency_ms"
+        );
+        assert_eq!(field_of(r#"[{"agent_id":"a","latency_ms":1}, 3]"#), "[1]");
+        let long = "x".repeat(MAX_AGENT_ID_LEN + 1);
+        assert_eq!(
+            field_of(&format!(r#"{{"agent_id":"{long}","latency_ms":1}}"#)),
+            "agent_id"
+        );
+    }
+
+    #[test]
+    fn body_level_errors() {
+        for body in ["", "  ", "{", "[]", "3", "\"x\"", "NaN"] {
+            let e = parse(body).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{body}");
+            assert!(e.field.is_none(), "{body}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn given_ids_are_kept() {
+        let v = parse(r#"{"agent_id":"a","latency_ms":1,"trace_id":"0102030405060708090a0b0c0d0e0f10","span_id":"1112131415161718"}"#).unwrap();
+        assert_eq!(v[0].trace_id[0], 1);
+        assert_eq!(v[0].trace_id[15], 0x10);
+        assert_eq!(
+            v[0].root_span_id,
+            [0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]
+        );
+    }
+}
