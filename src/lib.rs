@@ -14,6 +14,7 @@ pub mod immune;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;
+pub mod simulator;
 pub mod state;
 pub mod telemetry;
 #[doc(hidden)]

