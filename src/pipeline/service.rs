@@ -246,11 +246,15 @@ impl Service {
             Some(addr) => {
                 // Still to wire: `.with_api_key(Some(key))` from the state
                 // store (`state::resolve_api_key_from_env`); without it
-                // mutating calls and ingest are refused (fail closed). And
-                // `.with_proxy(..)` with an llm_proxy receiver's registry()
-                // and policies().
+                // mutating calls and ingest are refused (fail closed).
+                // The API shows the first LLM proxy's agents and policies.
+                let proxy = gateway_views.first().map(|g| api::server::ProxyHandles {
+                    registry: g.registry.clone(),
+                    policies: g.policies.clone(),
+                });
                 let state = ApiState::new(telemetry.clone(), ready.clone(), config.api.clone())
-                    .with_fleet(fleet.clone());
+                    .with_fleet(fleet.clone())
+                    .with_proxy(proxy);
                 let (bound_addr, task) = api::server::serve(addr, state, api_cancel.clone())
                     .await
                     .with_context(|| format!("starting the management API on {addr}"))?;
