@@ -5,6 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A real browser for the dashboard test (tests/api_dashboard.rs): Debian's
+# chromium and its chromedriver, installed once.
+if ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    as_root=env
+  elif command -v sudo >/dev/null 2>&1; then
+    as_root=sudo
+  else
+    echo "tests/run.sh: chromium and chromedriver are missing and installing them needs root (no sudo here): apt-get install chromium chromium-driver" >&2
+    exit 1
+  fi
+  $as_root apt-get update
+  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+fi
+
 # Real clients for the integration tests: the OpenTelemetry Python SDK, the
 # official GenAI instrumentation and the openai client, in a local venv.
 if [ ! -x .venv/bin/python ] || ! cmp -s tests/python/requirements.txt .venv/.requirements; then
