@@ -87,6 +87,10 @@ async fn health_metrics_page_and_reads() {
         "agent_immune_receiver_accepted_spans 0\n",
         "agent_immune_llm_proxy_requests 0\n",
         "agent_immune_llm_proxy_added_latency_seconds_count 0\n",
+        "agent_immune_api_ingested_vitals 21\n",
+        // The one refused while not ready.
+        "agent_immune_api_ingest_refused_requests 1\n",
+        "agent_immune_api_unauthorized_requests 0\n",
     ] {
         assert!(r.text.contains(line), "{line} in\n{}", r.text);
     }
@@ -152,8 +156,16 @@ async fn every_guarded_route_wants_the_key() {
             .await;
         assert_eq!(r.status, 202, "{header:?}: {}", r.text);
     }
-    // Reads are open by default.
+    // Reads are open by default; refusals are counted.
     assert_eq!(h.get("/api/v1/agents").await.status, 200);
+    let metrics = h.get("/metrics").await.text;
+    assert!(
+        metrics.contains(&format!(
+            "agent_immune_api_unauthorized_requests {}\n",
+            writes.len() * 5
+        )),
+        "{metrics}"
+    );
     h.stop().await;
 }
 

@@ -103,7 +103,12 @@ async fn guard(access: Access, state: &ApiState, request: Request, next: Next) -
         request.headers(),
     ) {
         Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if e.status == StatusCode::UNAUTHORIZED {
+                state.counters.unauthorized.inc();
+            }
+            e.into_response()
+        }
     }
 }
 

@@ -264,6 +264,18 @@ pub async fn ingest(
     State(state): State<Shared>,
     raw: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<IngestReply>)> {
+    let result = ingest_batch(&state, raw);
+    match &result {
+        Ok(n) => state.counters.ingested_vitals.add(*n as u64),
+        Err(_) => state.counters.ingest_refused.inc(),
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(IngestReply { accepted: result? }),
+    ))
+}
+
+fn ingest_batch(state: &Shared, raw: std::result::Result<Bytes, BytesRejection>) -> Result<usize> {
     let raw = body(raw)?;
     if !state.ready.load(Ordering::Relaxed) {
         return Err(ApiError::unavailable(
@@ -276,7 +288,7 @@ pub async fn ingest(
     for vitals in batch {
         fleet.ingest(vitals)?;
     }
-    Ok((StatusCode::ACCEPTED, Json(IngestReply { accepted })))
+    Ok(accepted)
 }
 
 /// Random trace and span ids for a turn that came without a trace; the

@@ -5,7 +5,7 @@
 use crate::immune::lifecycle::LifecycleState;
 use crate::pipeline::consumer::Signal;
 use crate::receivers::llm_proxy::metrics::ProxyMetrics;
-use crate::telemetry::{ExporterMetrics, Telemetry};
+use crate::telemetry::{Counter, ExporterMetrics, Telemetry};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -157,6 +157,41 @@ impl Out {
             &[(&l, m.queue_size.get().into())],
         );
     }
+}
+
+/// The management API's own counters.
+#[derive(Debug, Default)]
+pub struct ApiCounters {
+    /// Vitals records accepted by `POST /api/v1/ingest`.
+    pub ingested_vitals: Counter,
+    /// Ingest requests refused (bad input, too large, not ready).
+    pub ingest_refused: Counter,
+    /// Requests refused for a missing or wrong API key.
+    pub unauthorized: Counter,
+}
+
+/// Renders the API's own counters.
+pub fn render_api(c: &ApiCounters) -> String {
+    let mut out = Out(String::new());
+    out.metric(
+        "api_ingested_vitals",
+        "counter",
+        "Vitals records accepted by the JSON ingest.",
+        &[("", c.ingested_vitals.get().into())],
+    );
+    out.metric(
+        "api_ingest_refused_requests",
+        "counter",
+        "JSON ingest requests refused (bad input, too large, not ready).",
+        &[("", c.ingest_refused.get().into())],
+    );
+    out.metric(
+        "api_unauthorized_requests",
+        "counter",
+        "Requests refused for a missing or wrong API key.",
+        &[("", c.unauthorized.get().into())],
+    );
+    out.0
 }
 
 /// Renders every counter, and the agents per lifecycle state when the

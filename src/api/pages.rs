@@ -54,7 +54,8 @@ pub async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        metrics::render(&state.telemetry, by_state.as_ref()),
+        metrics::render(&state.telemetry, by_state.as_ref())
+            + &metrics::render_api(&state.counters),
     )
 }
 

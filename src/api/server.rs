@@ -4,6 +4,7 @@
 use super::auth::{self, Access};
 use super::config::ApiConfig;
 use super::error::ApiError;
+use super::metrics::ApiCounters;
 use super::{handlers, pages, proxy};
 use crate::pipeline::fleet::Fleet;
 use crate::receivers::llm_proxy::{AgentRegistry, PolicyEngine};
@@ -45,6 +46,7 @@ pub struct ApiState {
     /// refused (fail closed).
     pub api_key: Option<ApiKey>,
     pub proxy: Option<ProxyHandles>,
+    pub counters: Arc<ApiCounters>,
 }
 
 impl ApiState {
@@ -56,6 +58,7 @@ impl ApiState {
             fleet: None,
             api_key: None,
             proxy: None,
+            counters: Arc::default(),
         }
     }
 
