@@ -299,14 +299,27 @@ async fn bad_input_is_refused_naming_the_field() {
         assert_eq!(r.field().as_deref(), Some(field), "{body}: {}", r.text);
         assert!(r.error().starts_with(field), "{}", r.text);
     }
-    // Not JSON, NaN (no JSON form), wrong shapes.
-    for body in [
-        "{",
-        "NaN",
-        "[]",
-        "42",
-        r#"{"agent_id": "a", "latency_ms": NaN}"#,
+    // NaN and infinities have no JSON form: refused naming the field.
+    for (body, field) in [
+        (r#"{"agent_id": "a", "latency_ms": NaN}"#, "latency_ms"),
+        (
+            r#"{"agent_id": "a", "latency_ms": 1, "cost": 1e999}"#,
+            "cost",
+        ),
     ] {
+        let r = h
+            .send(
+                "POST",
+                "/api/v1/ingest",
+                Some(body.to_string()),
+                &[("x-api-key", KEY)],
+            )
+            .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert_eq!(r.field().as_deref(), Some(field), "{body}: {}", r.text);
+    }
+    // Not JSON, wrong shapes.
+    for body in ["{", "NaN", "[]", "42"] {
         let r = h
             .send(
                 "POST",

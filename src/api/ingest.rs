@@ -53,8 +53,7 @@ pub fn parse_batch(
             "empty body: send a JSON object with agent_id and latency_ms, or an array of them",
         ));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| not_json(body, &e))?;
     match value {
         Value::Object(record) => Ok(vec![parse_record(&record, "", now, fresh_ids)?]),
         Value::Array(records) => {
@@ -83,6 +82,41 @@ pub fn parse_batch(
             "body must be a JSON object or an array of objects",
         )),
     }
+}
+
+/// A JSON syntax error, blaming the field whose value could not be read
+/// when there is one (`NaN`, `Infinity`, `1e999` have no JSON number form).
+fn not_json(body: &[u8], e: &serde_json::Error) -> ApiError {
+    let message = format!("body is not valid JSON: {e}");
+    match key_before(body, e.line(), e.column()) {
+        Some(field) if FIELDS.contains(&field.as_str()) => ApiError {
+            field: Some(field.clone()),
+            message: format!("{field}: not a valid JSON value ({e}); numbers must be finite"),
+            ..ApiError::bad_request(message)
+        },
+        _ => ApiError::bad_request(message),
+    }
+}
+
+/// The object key whose value is at `line`:`column` (1-based, as serde_json
+/// reports them): the last `"key":` before that point.
+fn key_before(body: &[u8], line: usize, column: usize) -> Option<String> {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        body.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(line - 2)
+            .map(|(i, _)| i + 1)?
+    };
+    let end = (line_start + column).min(body.len());
+    let before = std::str::from_utf8(&body[..end]).ok()?;
+    let colon = before.rfind(':')?;
+    let key_part = before[..colon].trim_end().strip_suffix('"')?;
+    let open = key_part.rfind('"')?;
+    let key = &key_part[open + 1..];
+    (!key.is_empty() && key.len() <= 64).then(|| key.to_string())
 }
 
 /// Field access with the record's path prefix in every error.
@@ -475,6 +509,24 @@ mod tests {
             field_of(&format!(r#"{{"agent_id":"{long}","latency_ms":1}}"#)),
             "agent_id"
         );
+    }
+
+    #[test]
+    fn unreadable_numbers_name_their_field() {
+        for (body, field) in [
+            (r#"{"agent_id":"a","latency_ms":NaN}"#, "latency_ms"),
+            (r#"{"agent_id":"a","latency_ms":1,"cost":Infinity}"#, "cost"),
+            (
+                "{\"agent_id\":\"a\",\n \"latency_ms\": 1,\n \"input_tokens\": 1e999}",
+                "input_tokens",
+            ),
+            (
+                r#"[{"agent_id":"a","latency_ms":1},{"agent_id":"b","latency_ms":-NaN}]"#,
+                "latency_ms",
+            ),
+        ] {
+            assert_eq!(field_of(body), field, "{body}");
+        }
     }
 
     #[test]
