@@ -18,8 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
-/// How long turns wait to be put in order before they are judged: enough
-/// for the shards to hand over the turns of one export batch.
+/// How long turns wait to be put in order before they are judged: turns of
+/// one agent reach its shard out of order when one export batch is split
+/// across shards by trace, or a trace closes in a later batch.
+const REORDER_DELAY: Duration = Duration::from_millis(100);
+/// How often waiting turns are checked.
 const REORDER_TICK: Duration = Duration::from_millis(25);
 
 /// Wall-clock time as the core takes it.
@@ -93,8 +96,8 @@ struct Loop {
     sequence: u64,
     events: Vec<Event>,
     closed_turns: Vec<Vitals>,
-    /// Turns waiting for the reorder tick.
-    reorder: Vec<Vitals>,
+    /// Turns waiting to be put in order, with their arrival time.
+    reorder: Vec<(tokio::time::Instant, Vitals)>,
     agents_reported: i64,
     results_tx: mpsc::UnboundedSender<ActionResult>,
 }
@@ -148,9 +151,9 @@ impl Shard {
                 // shards by trace and its turns arrive interleaved.
                 turn = self.turns.recv() => {
                     match turn {
-                        Some(vitals) => state.reorder.push(vitals),
+                        Some(vitals) => state.reorder.push((tokio::time::Instant::now(), vitals)),
                         None => {
-                            self.judge_turns(&mut state).await;
+                            self.judge_turns(&mut state, true).await;
                             break;
                         }
                     }
@@ -158,7 +161,7 @@ impl Shard {
                 // Judge the turns gathered since the last reorder tick, in
                 // the order the agents lived them.
                 _ = reorder.tick(), if !state.reorder.is_empty() => {
-                    self.judge_turns(&mut state).await;
+                    self.judge_turns(&mut state, false).await;
                 }
                 // New spans: assemble, and route the turns that closed.
                 batch = self.spans.recv(), if spans_open => {
@@ -196,10 +199,20 @@ impl Shard {
         }
     }
 
-    async fn judge_turns(&mut self, state: &mut Loop) {
-        state.reorder.sort_by_key(|v| v.end_time);
+    /// Judges the turns that have waited `REORDER_DELAY` (all of them when
+    /// `all`), oldest lived first.
+    async fn judge_turns(&mut self, state: &mut Loop, all: bool) {
+        let ripe = tokio::time::Instant::now() - REORDER_DELAY;
+        let (mut ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.reorder)
+            .into_iter()
+            .partition(|(arrived, _)| all || *arrived <= ripe);
+        state.reorder = waiting;
+        if ready.is_empty() {
+            return;
+        }
+        ready.sort_by_key(|(_, v)| v.end_time);
         let now = now();
-        for vitals in std::mem::take(&mut state.reorder) {
+        for (_, vitals) in ready {
             self.core.observe(&vitals, now, &mut state.events);
         }
         self.after_core(state).await;
