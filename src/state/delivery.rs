@@ -1,39 +1,40 @@
 //! Delivers the outbox to the events OTLP endpoint: the oldest events
 //! first, one request at a time, deleted only after the downstream
-//! acknowledged them. Retries forever with the Collector's backoff (5s
-//! initial, 30s max): nothing is given up on while the process runs, and
-//! what is still pending at exit is sent on the next start.
+//! acknowledged them. Failed attempts are retried forever with the
+//! endpoint's `retry_on_failure` backoff (the Collector's 5s initial, 30s
+//! max by default; a server's Retry-After is honoured; `max_elapsed_time`
+//! does not apply): nothing is given up on while the process runs, and
+//! what is still pending at exit is sent on the next start. A permanent
+//! rejection (bad credentials, invalid data) is retried every
+//! `max_interval` too: the events stay in the outbox, bounded by its size
+//! limit, until the downstream is fixed.
 //!
 //! At-least-once: if the process dies after the downstream accepted a batch
 //! but before the delete is committed, that batch is sent again on restart
 //! with the same `event.id` values; backends dedupe on that attribute.
 
+use super::error::StateError;
 use super::outbox::OutboxBatch;
 use super::store::Store;
 use crate::exporters::SHUTDOWN_DRAIN_TIMEOUT;
-use crate::exporters::events::{MAX_BATCH, send_batch};
+use crate::exporters::events::{MAX_BATCH, otlp_logs};
 use crate::exporters::otlp_client::retry::Backoff;
 use crate::exporters::otlp_client::{
     ClientError, OtlpClient, OtlpClientConfig, RetryConfig, SendError,
 };
 use crate::immune::event::Event;
+use crate::pipeline::consumer::Signal;
 use crate::telemetry::Telemetry;
+use bytes::Bytes;
+use prost::Message;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Stored bytes per request: the OTLP encoding is about the same size, well
 /// under the 4 MiB a gRPC receiver accepts by default.
 pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
-
-/// `cfg` with retries on and no time limit: the outbox never gives up.
-pub fn outbox_client_config(cfg: &OtlpClientConfig) -> OtlpClientConfig {
-    let mut cfg = cfg.clone();
-    cfg.retry_on_failure.enabled = true;
-    cfg.retry_on_failure.max_elapsed_time = Duration::ZERO;
-    cfg
-}
 
 pub struct OutboxDelivery {
     store: Store,
@@ -45,13 +46,11 @@ pub struct OutboxDelivery {
 
 impl OutboxDelivery {
     /// A delivery to the endpoint of `cfg` (the events exporter's `otlp`
-    /// table), with its retry policy made unlimited. Must be called inside
-    /// a tokio runtime.
+    /// table). Must be called inside a tokio runtime.
     pub fn new(store: Store, cfg: &OtlpClientConfig) -> Result<Self, ClientError> {
-        let cfg = outbox_client_config(cfg);
         Ok(Self {
-            client: OtlpClient::new(&cfg)?,
-            retry: cfg.retry_on_failure,
+            client: OtlpClient::new(cfg)?,
+            retry: cfg.retry_on_failure.clone(),
             store,
             telemetry: None,
             drain_timeout: SHUTDOWN_DRAIN_TIMEOUT,
@@ -111,26 +110,31 @@ impl OutboxDelivery {
             let unreadable = batch.unreadable.len() as u64;
             let events: Vec<Event> = batch.events.into_iter().map(|(_, e)| e).collect();
             if !events.is_empty() {
-                match send_batch(&self.client, &events, &abandon).await {
-                    Ok(()) => backoff = Backoff::new(&self.retry),
-                    Err(_) if abandon.is_cancelled() => break,
-                    Err(e) => {
-                        self.count_failure();
-                        let delay = match &e {
-                            SendError::Permanent { .. } => self.retry.max_interval,
-                            SendError::Retryable { .. } => backoff.next_delay(),
-                        };
-                        tracing::error!(
-                            endpoint = self.client.endpoint(),
-                            events = events.len(),
-                            "outbox: delivery failed, events kept and retried in {delay:?}: {e}"
-                        );
-                        if !pause(&abandon, delay).await {
-                            break;
+                let request = encode(&events);
+                let outcome = tokio::select! {
+                    biased;
+                    () = abandon.cancelled() => break,
+                    outcome = self.client.send(Signal::Logs, request) => outcome,
+                };
+                if let Err(e) = outcome {
+                    self.count_failure();
+                    let delay = match &e {
+                        SendError::Permanent { .. } => self.retry.max_interval,
+                        SendError::Retryable { retry_after, .. } => {
+                            backoff.next_delay().max(retry_after.unwrap_or_default())
                         }
-                        continue;
+                    };
+                    tracing::warn!(
+                        endpoint = self.client.endpoint(),
+                        events = events.len(),
+                        "outbox: delivery failed, events kept; retrying in {delay:?}: {e}"
+                    );
+                    if !pause(&abandon, delay).await {
+                        break;
                     }
+                    continue;
                 }
+                backoff = Backoff::new(&self.retry);
             }
             if let Err(e) = self.ack(last_seq).await {
                 // Delivered but not deleted: sent again later (at-least-once).
@@ -153,18 +157,18 @@ impl OutboxDelivery {
         }
     }
 
-    async fn read(&self) -> Result<OutboxBatch, super::StateError> {
+    async fn read(&self) -> Result<OutboxBatch, StateError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.outbox_pending(MAX_BATCH, MAX_BATCH_BYTES))
             .await
-            .map_err(|e| super::StateError::Task(e.to_string()))?
+            .map_err(|e| StateError::Task(e.to_string()))?
     }
 
-    async fn ack(&self, up_to: u64) -> Result<u64, super::StateError> {
+    async fn ack(&self, up_to: u64) -> Result<u64, StateError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.outbox_ack(up_to))
             .await
-            .map_err(|e| super::StateError::Task(e.to_string()))?
+            .map_err(|e| StateError::Task(e.to_string()))?
     }
 
     fn count_delivered(&self, delivered: u64, unreadable: u64) {
@@ -191,6 +195,15 @@ impl OutboxDelivery {
                 .set(self.store.metrics().outbox_pending.get());
         }
     }
+}
+
+/// One OTLP logs request for `events`, encoded once for all its attempts
+/// (as the events exporter's `send_batch` builds it).
+fn encode(events: &[Event]) -> Bytes {
+    let observed_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    Bytes::from(otlp_logs::to_logs_request(events, observed_at).encode_to_vec())
 }
 
 /// Waits `delay`; false if `abandon` fired first.
