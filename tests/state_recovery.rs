@@ -84,7 +84,7 @@ fn random_bytes_are_moved_aside_as_corrupt() {
 }
 
 #[test]
-fn a_truncated_file_is_moved_aside_or_repaired_never_fatal() {
+fn a_truncated_file_is_moved_aside_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());

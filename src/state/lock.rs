@@ -38,7 +38,12 @@ impl DirLock {
             .mode(FILE_MODE)
             .open(&path)
             .map_err(|e| io_error("cannot open lock file", e))?;
-        restrict_file(&path)?;
+        if let Some(was) = restrict_file(&path)? {
+            tracing::warn!(
+                "{} was open to other users (mode {was:04o}); set to 0600",
+                path.display()
+            );
+        }
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {

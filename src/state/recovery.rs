@@ -262,10 +262,13 @@ fn move_aside(path: &Path, suffix: &str) -> Result<PathBuf, StateError> {
         .collect();
     let base = format!("{}.{suffix}-{stamp}", path.display());
     let mut target = PathBuf::from(&base);
-    let mut n = 1;
-    while target.exists() {
+    // Same-second collisions only; the cap keeps a broken filesystem
+    // (exists() always true) from looping forever.
+    for n in 1..=1000 {
+        if !target.exists() {
+            break;
+        }
         target = PathBuf::from(format!("{base}-{n}"));
-        n += 1;
     }
     std::fs::rename(path, &target).map_err(|source| StateError::Io {
         what: "cannot move aside unusable state file",
