@@ -26,6 +26,9 @@ enum Command {
         /// Pipeline config file (TOML).
         #[arg(long, short, env = "AGENT_IMMUNE_CONFIG")]
         config: Option<PathBuf>,
+        /// State directory (wins over AGENT_IMMUNE_DATA_DIR and [state] data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Check a config file and report every error with its line and key.
     Validate {
@@ -38,6 +41,9 @@ enum Command {
     /// Send a simulated agent fleet's OTLP traces, with injected infections,
     /// and serve its control API.
     Simulate(agent_immune::simulator::cli::SimulateArgs),
+    /// Measure throughput (against Rotel), detection latency and memory per
+    /// agent of the release binary.
+    Bench(agent_immune::bench::cli::BenchArgs),
     #[command(flatten)]
     Operator(agent_immune::api::cli::OperatorCommand),
 }
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Operator(command) => operator(command),
         Command::Simulate(args) => agent_immune::simulator::cli::main(args),
+        Command::Bench(args) => agent_immune::bench::cli::main(args),
         Command::DefaultConfig => {
             print!("{}", agent_immune::config::document::DEFAULT_PIPELINE);
             ExitCode::SUCCESS
@@ -89,9 +96,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, data_dir } => {
             let config = match load(config.as_ref()) {
-                Ok(c) => c,
+                Ok(mut c) => {
+                    c.data_dir_flag = data_dir;
+                    c
+                }
                 Err(errors) => {
                     eprintln!("{errors}");
                     return ExitCode::from(2);

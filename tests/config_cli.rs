@@ -130,9 +130,11 @@ fn missing_config_file_is_a_clear_error() {
 #[tokio::test]
 async fn run_with_no_flags_serves_the_default_and_stops_on_sigterm() {
     use tokio::io::{AsyncBufReadExt, BufReader};
+    let data = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-immune"))
         .arg("run")
         .env("RUST_LOG", "info")
+        .env("AGENT_IMMUNE_DATA_DIR", data.path())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

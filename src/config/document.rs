@@ -14,6 +14,7 @@ use crate::processors::genai::config::GenaiConfig;
 use crate::processors::turns::config::TurnsConfig;
 use crate::receivers::llm_proxy::LlmProxyConfig;
 use crate::receivers::otlp::config::OtlpReceiverConfig;
+use crate::state::StateConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -92,6 +93,11 @@ pub struct Config {
     pub service: ServiceConfig,
     pub api: ApiConfig,
     pub executors: ExecutorsConfig,
+    /// `[state]`: where state is kept. Without the table nothing is
+    /// persisted (tests, throwaway runs); the embedded default has it.
+    pub state: Option<StateConfig>,
+    /// `--data-dir` from the command line (wins over env and config).
+    pub data_dir_flag: Option<std::path::PathBuf>,
 }
 
 /// One problem in a config file, located.
@@ -276,6 +282,8 @@ impl Loader {
             service: ServiceConfig::default(),
             api: ApiConfig::default(),
             executors: ExecutorsConfig::default(),
+            state: None,
+            data_dir_flag: None,
         };
         let mut pipelines = Vec::new();
         for (key, value) in root {
@@ -308,10 +316,13 @@ impl Loader {
                 "executors" => {
                     config.executors = self.typed(&name, value, ExecutorsConfig::validate);
                 }
+                "state" => {
+                    config.state = Some(self.typed(&name, value, StateConfig::validate));
+                }
                 other => self.push(
                     key_span,
                     other,
-                    "unknown top-level key (expected receivers, processors, exporters, executors, pipelines, service or api)",
+                    "unknown top-level key (expected receivers, processors, exporters, executors, pipelines, service, api or state)",
                 ),
             }
         }

@@ -3,6 +3,7 @@
 pub mod consumer;
 pub mod detection;
 pub mod fleet;
+pub mod persist;
 pub mod service;
 pub mod shard;
 pub mod signal_pipeline;

@@ -5,6 +5,7 @@
 use super::consumer::{Consumer, Signal};
 use super::detection::DetectionRouter;
 use super::fleet::{Fleet, RecentEvents};
+use super::persist;
 use super::shard::{FleetBoard, Shard};
 use super::signal_pipeline::{ForwardQueue, SignalPipeline};
 use crate::api::{self, server::ApiState};
@@ -20,6 +21,7 @@ use crate::processors::genai::Recogniser;
 use crate::processors::turns::TurnAssembler;
 use crate::receivers::llm_proxy::{AgentRegistry, LlmProxy, PolicyEngine};
 use crate::receivers::otlp::{Consumers, OtlpReceiver, ReceiverError};
+use crate::state::{OutboxDelivery, StateWriter};
 use crate::telemetry::Telemetry;
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
@@ -64,6 +66,9 @@ pub struct Service {
     pub run_id: String,
     receivers_cancel: CancellationToken,
     exporters_cancel: CancellationToken,
+    state_cancel: CancellationToken,
+    state_tasks: Vec<JoinHandle<()>>,
+    writer: Option<StateWriter>,
     receiver_tasks: Vec<JoinHandle<Result<(), ReceiverError>>>,
     shard_tasks: Vec<JoinHandle<()>>,
     exporter_tasks: Vec<JoinHandle<()>>,
@@ -79,6 +84,23 @@ impl Service {
         let receivers_cancel = CancellationToken::new();
         let mut exporter_tasks = Vec::new();
         let mut shard_tasks = Vec::new();
+
+        // The store first: everything after it may need it (the outbox, the
+        // API key, restored agents).
+        let opened = match &config.state {
+            Some(cfg) => Some(persist::open(cfg, config.data_dir_flag.clone()).await?),
+            None => None,
+        };
+        let state_cancel = CancellationToken::new();
+        let mut state_tasks = Vec::new();
+        let mut outbox = false;
+        if let (Some(opened), Some(cfg)) = (&opened, &config.state) {
+            state_tasks.push(
+                opened
+                    .writer
+                    .spawn_flusher(cfg.flush_interval, state_cancel.clone()),
+            );
+        }
 
         // Exporters first, so pipelines can hold their queues.
         let mut forward_queues: BTreeMap<ComponentId, ForwardQueue> = BTreeMap::new();
@@ -99,8 +121,26 @@ impl Service {
                     exporter_tasks.push(task);
                 }
                 ExporterConfig::Events(cfg) => {
+                    // With a store, OTLP delivery is from the durable outbox
+                    // (nothing lost across outages and restarts); this
+                    // exporter then only prints.
+                    let mut cfg = cfg.clone();
+                    if let Some(opened) = &opened
+                        && let Some(otlp) = cfg.otlp.take()
+                    {
+                        if outbox {
+                            bail!(
+                                "exporter {id}: with [state], only one events exporter may send OTLP (the outbox has one delivery cursor)"
+                            );
+                        }
+                        outbox = true;
+                        let delivery = OutboxDelivery::new(opened.writer.store().clone(), &otlp)
+                            .with_context(|| format!("starting exporter {id}"))?
+                            .with_telemetry(telemetry.clone());
+                        state_tasks.push(delivery.spawn(state_cancel.clone()));
+                    }
                     let (sender, task) =
-                        events::start(cfg, telemetry.clone(), exporters_cancel.clone())
+                        events::start(&cfg, telemetry.clone(), exporters_cancel.clone())
                             .with_context(|| format!("starting exporter {id}"))?;
                     event_queues.insert(id.clone(), sender);
                     exporter_tasks.push(task);
@@ -159,8 +199,11 @@ impl Service {
                         telemetry: &telemetry,
                         executors: &executors,
                         recent: &recent,
+                        writer: opened.as_ref().map(|o| o.writer.clone()),
+                        outbox,
                     },
-                )?;
+                )
+                .await?;
                 shard_tasks.extend(started.tasks);
                 fleet = Some(started.fleet);
                 Some(started.router)
@@ -254,6 +297,7 @@ impl Service {
                 });
                 let state = ApiState::new(telemetry.clone(), ready.clone(), config.api.clone())
                     .with_fleet(fleet.clone())
+                    .with_api_key(opened.as_ref().map(|o| o.api_key.clone()))
                     .with_proxy(proxy);
                 let (bound_addr, task) = api::server::serve(addr, state, api_cancel.clone())
                     .await
@@ -276,6 +320,9 @@ impl Service {
             run_id,
             receivers_cancel,
             exporters_cancel,
+            state_cancel,
+            state_tasks,
+            writer: opened.map(|o| o.writer),
             receiver_tasks,
             shard_tasks,
             exporter_tasks,
@@ -316,6 +363,17 @@ impl Service {
                 tracing::warn!("a detection shard did not stop within {deadline:?}");
             }
         }
+        // Shards are done: the last baselines are written, and the outbox
+        // keeps delivering for its drain time.
+        if let Some(writer) = &self.writer
+            && let Err(e) = writer.flush().await
+        {
+            tracing::error!("final state flush failed: {e}");
+        }
+        self.state_cancel.cancel();
+        for task in self.state_tasks {
+            let _ = tokio::time::timeout(deadline, task).await;
+        }
         // Shards dropped their event queues: exporters flush what they hold.
         let exporters = futures_join_all(self.exporter_tasks);
         if tokio::time::timeout(deadline, exporters).await.is_err() {
@@ -339,6 +397,8 @@ struct Detection<'a> {
     telemetry: &'a Arc<Telemetry>,
     executors: &'a Arc<Executors>,
     recent: &'a Arc<RecentEvents>,
+    writer: Option<StateWriter>,
+    outbox: bool,
 }
 
 struct StartedDetection {
@@ -347,7 +407,7 @@ struct StartedDetection {
     tasks: Vec<JoinHandle<()>>,
 }
 
-fn start_detection(
+async fn start_detection(
     config: &Config,
     pipeline: &PipelineConfig,
     with: Detection<'_>,
@@ -390,17 +450,23 @@ fn start_detection(
         command_senders.push(tx);
         command_receivers.push(rx);
     }
+    let mut cores: Vec<ImmuneCore> = (0..shards)
+        .map(|_| ImmuneCore::for_shard(immune.clone(), shards))
+        .collect();
+    if let Some(writer) = &with.writer {
+        persist::restore(writer.store(), &mut cores).await?;
+    }
     let mut tasks = Vec::with_capacity(shards);
     let receivers = span_receivers
         .into_iter()
         .zip(turn_receivers)
         .zip(command_receivers);
-    for (index, ((spans, turns_rx), commands)) in receivers.enumerate() {
+    for (index, (((spans, turns_rx), commands), core)) in receivers.zip(cores).enumerate() {
         let shard = Shard {
             index,
             run_id: with.run_id.to_string(),
             assembler: TurnAssembler::new(&turns),
-            core: ImmuneCore::for_shard(immune.clone(), shards),
+            core,
             spans,
             turns: turns_rx,
             turn_routes: turn_senders.clone(),
@@ -409,6 +475,8 @@ fn start_detection(
             recent: with.recent.clone(),
             executors: with.executors.clone(),
             fleet: board.clone(),
+            writer: with.writer.clone(),
+            outbox: with.outbox,
             tick,
             telemetry: with.telemetry.clone(),
         };

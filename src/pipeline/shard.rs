@@ -5,6 +5,7 @@
 
 use super::detection::agent_shard;
 use super::fleet::{AgentView, FleetStats, RecentEvents, ShardCommand, VitalsView};
+use super::persist::fleet_key;
 use crate::executors::{ActionRequest, Executors};
 use crate::immune::core::ImmuneCore;
 use crate::immune::effect::Effect;
@@ -13,6 +14,7 @@ use crate::immune::fleet::FleetSummary;
 use crate::immune::vitals::{UnixNanos, Vitals};
 use crate::processors::genai::SpanFacts;
 use crate::processors::turns::TurnAssembler;
+use crate::state::{Commit, StateWriter, Table};
 use crate::telemetry::Telemetry;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -87,6 +89,11 @@ pub struct Shard {
     pub recent: Arc<RecentEvents>,
     pub executors: Arc<Executors>,
     pub fleet: Arc<FleetBoard>,
+    /// The durable store, when `[state]` is configured.
+    pub writer: Option<StateWriter>,
+    /// Whether events also go to the store's outbox (an OTLP events
+    /// endpoint delivers from it).
+    pub outbox: bool,
     /// How often idle traces are closed and time-based transitions run.
     pub tick: Duration,
     pub telemetry: Arc<Telemetry>,
@@ -190,7 +197,13 @@ impl Shard {
                     self.assembler.flush_idle(now, &mut state.closed_turns);
                     self.account(before);
                     self.route(&mut state.closed_turns);
-                    let fleet = self.fleet.exchange(self.index, self.core.summary());
+                    let part = self.core.summary();
+                    if let Some(writer) = &self.writer
+                        && let Err(e) = writer.stage(Table::ImmuneMemory, &fleet_key(self.index), &part)
+                    {
+                        tracing::warn!("fleet experience not staged for the store: {e}");
+                    }
+                    let fleet = self.fleet.exchange(self.index, part);
                     self.core.set_fleet(fleet);
                     self.core.tick(now, &mut state.events);
                     self.after_core(&mut state).await;
@@ -283,14 +296,52 @@ impl Shard {
         })
     }
 
-    /// Carries out what the core decided: effects to the executors (never
-    /// awaited here: a slow target must not stall detection), events out.
+    /// Carries out what the core decided: first makes it durable (state
+    /// transitions, approvals and events are committed before anything
+    /// acts on them), then effects to the executors (never awaited here: a
+    /// slow target must not stall detection), then events out.
     async fn after_core(&mut self, state: &mut Loop) {
         let effects: Vec<Effect> = self.core.drain_effects().collect();
+        for event in &mut state.events {
+            state.sequence += 1;
+            event.id = format!("{}-{}-{}", self.run_id, self.index, state.sequence);
+        }
+        self.persist(state, !effects.is_empty()).await;
         for effect in effects {
             self.execute(effect, state.results_tx.clone());
         }
         self.publish(state).await;
+    }
+
+    /// Changed agents: staged for the next batched flush when nothing was
+    /// decided, committed at once with the events when something was.
+    async fn persist(&mut self, state: &Loop, decided: bool) {
+        let changed: Vec<String> = self.core.drain_changed().collect();
+        let Some(writer) = &self.writer else { return };
+        if !decided && state.events.is_empty() {
+            for id in changed {
+                if let Some(snapshot) = self.core.snapshot(&id)
+                    && let Err(e) = writer.stage_agent(&id, &snapshot)
+                {
+                    tracing::warn!(agent = %id, "baseline not staged for the store: {e}");
+                }
+            }
+            return;
+        }
+        let mut commit = Commit::new();
+        for id in changed {
+            if let Some(snapshot) = self.core.snapshot(&id)
+                && let Err(e) = commit.put(Table::Agents, &id, &snapshot)
+            {
+                tracing::warn!(agent = %id, "agent state not committed: {e}");
+            }
+        }
+        if self.outbox {
+            commit.events(state.events.iter().cloned());
+        }
+        if let Err(e) = writer.commit_now(commit).await {
+            tracing::error!("state transition could not be made durable: {e}");
+        }
     }
 
     fn execute(&self, effect: Effect, results: mpsc::UnboundedSender<ActionResult>) {
@@ -355,9 +406,7 @@ impl Shard {
     }
 
     async fn publish(&mut self, state: &mut Loop) {
-        for mut event in state.events.drain(..) {
-            state.sequence += 1;
-            event.id = format!("{}-{}-{}", self.run_id, self.index, state.sequence);
+        for event in state.events.drain(..) {
             if event.name == crate::immune::report::INFECTION {
                 self.telemetry.detection.infections.inc();
             }

@@ -33,6 +33,13 @@ def control_server():
             pass
 
         def do_POST(self):
+            try:
+                self.handle_control()
+            except OSError:
+                # The test's work dir is gone: the test is over.
+                self.send_error(503)
+
+        def handle_control(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             action = self.path.rsplit("/", 1)[-1]
             with open(os.path.join(workdir, "control.log"), "a") as f:
