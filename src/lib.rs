@@ -7,6 +7,7 @@
 //! `pipeline` is the runtime that carries data between components.
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod executors;
 pub mod exporters;

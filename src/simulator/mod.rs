@@ -14,6 +14,7 @@ mod options;
 mod personality;
 mod random;
 
+pub use agent::SimAgent;
 pub use driver::Report;
 pub use fleet::{AgentStatus, ControlCall};
 pub use handle::Simulator;
