@@ -41,6 +41,9 @@ enum Command {
     /// Send a simulated agent fleet's OTLP traces, with injected infections,
     /// and serve its control API.
     Simulate(agent_immune::simulator::cli::SimulateArgs),
+    /// Run the embedded default pipeline with a simulated fleet and scheduled
+    /// infections; watch them on the dashboard.
+    Demo(agent_immune::simulator::demo::DemoArgs),
     /// Measure throughput (against Rotel), detection latency and memory per
     /// agent of the release binary.
     Bench(agent_immune::bench::cli::BenchArgs),
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Operator(command) => operator(command),
         Command::Simulate(args) => agent_immune::simulator::cli::main(args),
+        Command::Demo(args) => agent_immune::simulator::demo::main(args),
         Command::Bench(args) => agent_immune::bench::cli::main(args),
         Command::DefaultConfig => {
             print!("{}", agent_immune::config::document::DEFAULT_PIPELINE);

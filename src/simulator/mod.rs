@@ -6,6 +6,7 @@
 mod agent;
 pub mod cli;
 mod control;
+pub mod demo;
 mod driver;
 mod fleet;
 mod handle;
