@@ -323,3 +323,85 @@ async fn a_provider_outage_quarantines_no_agent() {
     );
     simulator.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_names_what_is_wrong_with_a_call() {
+    let (downstream, received) = common::downstream_collector().await;
+    let simulator = Simulator::start(SimulatorOptions {
+        endpoint: format!("http://{downstream}"),
+        agents: 3,
+        rate: 30.0,
+        duration: Duration::from_secs(30),
+        ..SimulatorOptions::default()
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", simulator.control_addr.unwrap());
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: &str| {
+        client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let id = simulator.agent_ids()[0].clone();
+
+    let unknown_action = post("/control/explode", &format!(r#"{{"agent_id":"{id}"}}"#))
+        .await
+        .unwrap();
+    assert_eq!(unknown_action.status(), 404);
+    assert!(
+        unknown_action
+            .text()
+            .await
+            .unwrap()
+            .contains("reset-memory")
+    );
+    let bad_json = post("/control/quarantine", "{").await.unwrap();
+    assert_eq!(bad_json.status(), 400);
+    assert!(bad_json.text().await.unwrap().contains("agent_id"));
+    let unknown_agent = post("/control/quarantine", r#"{"agent_id":"nobody"}"#)
+        .await
+        .unwrap();
+    assert_eq!(unknown_agent.status(), 404);
+    assert!(unknown_agent.text().await.unwrap().contains("nobody"));
+    let too_large = post("/control/quarantine", &"x".repeat(100_000))
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), 413);
+    assert!(simulator.control_log().is_empty(), "nothing was applied");
+
+    // A well-formed call with agent-immune's whole body is applied.
+    let body = format!(
+        r#"{{"agent_id":"{id}","action":"quarantine","diagnosis":null,"reason":"r","event_id":"e","parameters":{{}}}}"#
+    );
+    let ok = post("/control/quarantine", &body).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let answer: serde_json::Value = serde_json::from_str(&ok.text().await.unwrap()).unwrap();
+    assert_eq!(answer["ok"], true);
+    assert_eq!(simulator.status(&id).unwrap().state, "quarantined");
+    let agents = client
+        .get(format!("{base}/agents"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let agents: serde_json::Value = serde_json::from_str(&agents).unwrap();
+    assert_eq!(agents.as_array().unwrap().len(), 3);
+
+    // The fleet's traffic reaches the endpoint, and the paused agent is
+    // skipped.
+    received
+        .wait_for("simulated spans", Duration::from_secs(30), |r| {
+            (r.span_count() > 0).then_some(())
+        })
+        .await;
+    let report = simulator.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        report.turns > 0 && report.failed_requests == 0,
+        "{report:?}"
+    );
+}
