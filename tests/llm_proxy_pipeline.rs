@@ -23,8 +23,6 @@ upstream = "{upstream}"
 [processors.genai]
 [processors.turns]
 [processors.immune]
-approval_sigma = 40.0
-severe_sigma = 50.0
 [exporters.events]
 console = false
 otlp = {{ endpoint = "http://{downstream}", protocol = "grpc" }}
@@ -65,20 +63,22 @@ exporters = ["events"]
         let resp = call(1600 + (i % 5) * 80).await;
         assert_eq!(resp.status().as_u16(), 200);
     }
-    // Its prompts triple: judged, drained, quarantined at the gateway.
-    let mut quarantined = None;
-    for _ in 0..60 {
-        let resp = call(4800).await;
-        if resp.status().as_u16() == 503 {
-            quarantined = Some(resp.text().await.unwrap());
-            break;
-        }
-        received
-            .wait_for("an immune event", Duration::from_secs(5), |r| {
-                (!r.log_records().is_empty()).then_some(())
-            })
-            .await;
+    // Its prompts triple: judged, drained, quarantined at the gateway, where
+    // it stays while the (severe) healing waits for an operator's approval.
+    for _ in 0..8 {
+        call(4800).await;
     }
+    received
+        .wait_for("the quarantine event", Duration::from_secs(20), |r| {
+            r.log_records()
+                .iter()
+                .any(|l| event_name(l) == "agent_immune.quarantine")
+                .then_some(())
+        })
+        .await;
+    let resp = call(1600).await;
+    assert_eq!(resp.status().as_u16(), 503);
+    let quarantined = Some(resp.text().await.unwrap());
     let body = quarantined.expect("the agent was never refused at the gateway");
     assert!(
         body.contains("agent is quarantined by agent-immune"),

@@ -438,6 +438,12 @@ impl ImmuneCore {
 fn observe_turn(id: &str, agent: &mut AgentRecord, vitals: &Vitals, ctx: &mut Ctx) {
     let config = ctx.config;
     agent.last_seen = ctx.now;
+    // Probation judges turns lived after the heal. A turn that ended before
+    // probation began (buffered in the agent's exporter while it was
+    // stopped, or delayed in transit) says nothing about the healed agent.
+    if agent.state == LifecycleState::Probation && vitals.end_time < agent.since {
+        return;
+    }
     agent.last_vitals = Some(vitals.clone());
     let mut turn = window_turn(vitals);
 
