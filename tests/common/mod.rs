@@ -102,7 +102,21 @@ impl TraceService for Sink {
 
 /// Starts a real OTLP gRPC receiver (logs and traces) on a free port.
 pub async fn downstream_collector() -> (SocketAddr, Arc<Received>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    downstream_collector_at("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// A free loopback port (bound, then released for a server started later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a real OTLP gRPC receiver on the given address.
+pub async fn downstream_collector_at(addr: SocketAddr) -> (SocketAddr, Arc<Received>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Arc::new(Received::default());
     let server = tonic::transport::Server::builder()
