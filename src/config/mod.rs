@@ -6,6 +6,7 @@
 pub mod document;
 pub mod duration;
 pub mod env;
+pub mod glob;
 pub mod service;
 
 /// One problem found while validating a component's config: the key (relative
