@@ -168,11 +168,16 @@ impl Harness {
         out
     }
 
-    /// One turn; returns the events it raised.
+    /// One turn, ending now on the harness clock (agents' clocks agree with
+    /// agent-immune's here); returns the events it raised.
     pub fn turn(&mut self, vitals: &Vitals) -> Vec<Event> {
         self.now += SECOND;
         let mut out = Vec::new();
-        self.core.observe(vitals, self.now, &mut out);
+        let vitals = Vitals {
+            end_time: self.now,
+            ..vitals.clone()
+        };
+        self.core.observe(&vitals, self.now, &mut out);
         self.collect(out)
     }
 
