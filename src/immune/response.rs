@@ -831,6 +831,35 @@ mod tests {
     }
 
     #[test]
+    fn turns_lived_before_the_heal_do_not_count_in_probation() {
+        let mut h = Harness::new();
+        let mut agent = SimAgent::new("buffered", 5);
+        h.healthy(&mut agent, 100);
+        agent.latency_ms *= 2.5;
+        until_draining(&mut h, &mut agent);
+        h.wait(30);
+        let heal = last_heal(&h);
+        h.result(&heal, true);
+        assert_eq!(state(&h, "buffered"), Probation);
+        // Anomalous turns that ended before probation began (held in the
+        // agent's exporter while it was stopped) arrive now: ignored.
+        let started = h.core.state_since("buffered").unwrap();
+        for _ in 0..20 {
+            let stale = Vitals {
+                end_time: started - 1_000_000_000,
+                ..agent.next_turn()
+            };
+            let mut out = Vec::new();
+            h.core.observe(&stale, h.now, &mut out);
+        }
+        assert_eq!(state(&h, "buffered"), Probation);
+        // Fresh, healed turns pass it.
+        agent.latency_ms /= 2.5;
+        h.healthy(&mut agent, 10);
+        assert_eq!(state(&h, "buffered"), Healthy);
+    }
+
+    #[test]
     fn a_persistent_anomaly_is_drained_quarantined_healed_and_passes_probation() {
         let mut h = Harness::new();
         let mut agent = SimAgent::new("slowpoke", 2);
