@@ -82,7 +82,7 @@ async fn infection_after_jump(protocol: &str, anomaly: &str, expected: &[&str]) 
     let infection = received
         .wait_for(
             "an agent_immune.infection log",
-            Duration::from_secs(60),
+            Duration::from_secs(150),
             |r| {
                 r.log_records()
                     .into_iter()
@@ -141,7 +141,7 @@ async fn infection_after_jump(protocol: &str, anomaly: &str, expected: &[&str]) 
     };
     let expected_spans: usize = turns.iter().map(|t| 3 + tools_per_turn(t)).sum();
     received
-        .wait_for("all spans forwarded", Duration::from_secs(30), |r| {
+        .wait_for("all spans forwarded", Duration::from_secs(150), |r| {
             (r.span_count() >= expected_spans).then_some(())
         })
         .await;

@@ -224,11 +224,12 @@ pub async fn run_python_agent(
         .output()
         .await
         .expect("run the Python agent");
-    assert!(
-        output.status.success(),
-        "agent failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "agent failed: {stderr}");
+    // Export retries and errors of the agent's SDK, shown with a failure.
+    if !stderr.trim().is_empty() {
+        eprintln!("python agent stderr:\n{stderr}");
+    }
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|l| l.starts_with('{'))
