@@ -201,11 +201,6 @@ impl Config {
             Err(ConfigErrors(ctx.errors))
         }
     }
-
-    /// The pipeline for a signal that a receiver feeds, if any.
-    pub fn pipelines_for(&self, signal: Signal) -> impl Iterator<Item = &PipelineConfig> {
-        self.pipelines.iter().filter(move |p| p.signal == signal)
-    }
 }
 
 struct Loader {
