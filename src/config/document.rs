@@ -203,6 +203,57 @@ impl Config {
     }
 }
 
+/// Loads one component's table (already known to be of this type) into
+/// its typed config; `key` is the full key errors are reported under.
+type LoadComponent<T> = fn(&mut Loader, &str, Spanned<DeValue<'_>>) -> T;
+
+/// The component types one section (`[receivers]`, ...) knows, in the
+/// order its "unknown type" error lists them.
+struct ComponentTable<T: 'static> {
+    /// The singular section name used in errors (`receiver`).
+    section: &'static str,
+    kinds: &'static [(&'static str, LoadComponent<T>)],
+}
+
+const RECEIVERS: ComponentTable<ReceiverConfig> = ComponentTable {
+    section: "receiver",
+    kinds: &[
+        ("otlp", |l, key, v| {
+            ReceiverConfig::Otlp(l.typed(key, v, OtlpReceiverConfig::validate))
+        }),
+        ("llm_proxy", |l, key, v| {
+            ReceiverConfig::LlmProxy(Box::new(l.typed(key, v, LlmProxyConfig::validate)))
+        }),
+    ],
+};
+
+const PROCESSORS: ComponentTable<ProcessorConfig> = ComponentTable {
+    section: "processor",
+    kinds: &[
+        ("genai", |l, key, v| {
+            ProcessorConfig::Genai(l.typed(key, v, GenaiConfig::validate))
+        }),
+        ("turns", |l, key, v| {
+            ProcessorConfig::Turns(l.typed(key, v, TurnsConfig::validate))
+        }),
+        ("immune", |l, key, v| {
+            ProcessorConfig::Immune(Box::new(l.typed(key, v, ImmuneConfig::validate)))
+        }),
+    ],
+};
+
+const EXPORTERS: ComponentTable<ExporterConfig> = ComponentTable {
+    section: "exporter",
+    kinds: &[
+        ("otlp_forward", |l, key, v| {
+            ExporterConfig::OtlpForward(l.typed(key, v, OtlpForwardConfig::validate))
+        }),
+        ("events", |l, key, v| {
+            ExporterConfig::Events(l.typed(key, v, EventsConfig::validate))
+        }),
+    ],
+};
+
 struct Loader {
     origin: String,
     source: String,
@@ -295,9 +346,18 @@ impl Loader {
                         let id = ComponentId(id.into_inner().to_string());
                         let full = format!("{name}.{id}");
                         match name.as_str() {
-                            "receivers" => self.receiver(&mut config, id, id_span, &full, component),
-                            "processors" => self.processor(&mut config, id, id_span, &full, component),
-                            "exporters" => self.exporter(&mut config, id, id_span, &full, component),
+                            "receivers" => {
+                                let into = &mut config.receivers;
+                                self.component(&RECEIVERS, into, id, id_span, &full, component)
+                            }
+                            "processors" => {
+                                let into = &mut config.processors;
+                                self.component(&PROCESSORS, into, id, id_span, &full, component)
+                            }
+                            "exporters" => {
+                                let into = &mut config.exporters;
+                                self.component(&EXPORTERS, into, id, id_span, &full, component)
+                            }
                             _ => pipelines.push((id, id_span, full, component)),
                         }
                     }
@@ -330,79 +390,32 @@ impl Loader {
         config
     }
 
-    fn receiver(
+    /// Loads one component table through its section's type table, or
+    /// reports an unknown type naming the known ones.
+    fn component<T>(
         &mut self,
-        config: &mut Config,
+        table: &ComponentTable<T>,
+        into: &mut BTreeMap<ComponentId, T>,
         id: ComponentId,
         span: Range<usize>,
         full: &str,
         value: Spanned<DeValue<'_>>,
     ) {
-        let parsed = match id.kind() {
-            "otlp" => ReceiverConfig::Otlp(self.typed(full, value, OtlpReceiverConfig::validate)),
-            "llm_proxy" => ReceiverConfig::LlmProxy(Box::new(self.typed(
+        let Some((_, load)) = table.kinds.iter().find(|(kind, _)| *kind == id.kind()) else {
+            let known: Vec<&str> = table.kinds.iter().map(|(kind, _)| *kind).collect();
+            return self.push(
+                span,
                 full,
-                value,
-                LlmProxyConfig::validate,
-            ))),
-            other => {
-                return self.push(
-                    span,
-                    full,
-                    format!("unknown receiver type {other:?} (known: otlp, llm_proxy)"),
-                );
-            }
+                format!(
+                    "unknown {} type {:?} (known: {})",
+                    table.section,
+                    id.kind(),
+                    known.join(", ")
+                ),
+            );
         };
-        config.receivers.insert(id, parsed);
-    }
-
-    fn processor(
-        &mut self,
-        config: &mut Config,
-        id: ComponentId,
-        span: Range<usize>,
-        full: &str,
-        value: Spanned<DeValue<'_>>,
-    ) {
-        let parsed = match id.kind() {
-            "genai" => ProcessorConfig::Genai(self.typed(full, value, GenaiConfig::validate)),
-            "turns" => ProcessorConfig::Turns(self.typed(full, value, TurnsConfig::validate)),
-            "immune" => {
-                ProcessorConfig::Immune(Box::new(self.typed(full, value, ImmuneConfig::validate)))
-            }
-            other => {
-                return self.push(
-                    span,
-                    full,
-                    format!("unknown processor type {other:?} (known: genai, turns, immune)"),
-                );
-            }
-        };
-        config.processors.insert(id, parsed);
-    }
-
-    fn exporter(
-        &mut self,
-        config: &mut Config,
-        id: ComponentId,
-        span: Range<usize>,
-        full: &str,
-        value: Spanned<DeValue<'_>>,
-    ) {
-        let parsed = match id.kind() {
-            "otlp_forward" => {
-                ExporterConfig::OtlpForward(self.typed(full, value, OtlpForwardConfig::validate))
-            }
-            "events" => ExporterConfig::Events(self.typed(full, value, EventsConfig::validate)),
-            other => {
-                return self.push(
-                    span,
-                    full,
-                    format!("unknown exporter type {other:?} (known: otlp_forward, events)"),
-                );
-            }
-        };
-        config.exporters.insert(id, parsed);
+        let parsed = load(self, full, value);
+        into.insert(id, parsed);
     }
 
     fn pipeline(
@@ -532,4 +545,62 @@ fn find_key(table: &DeTable<'_>, dotted: &str) -> Option<Range<usize>> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_component_types_name_the_known_ones() {
+        let source = "[receivers.kafka]\n\n[processors.\"batch/x\"]\n\n[exporters.debug]\n";
+        let errors = Config::parse("t.toml", source, |_| None).unwrap_err();
+        let lines: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "t.toml:1: receivers.kafka: unknown receiver type \"kafka\" (known: otlp, llm_proxy)",
+                "t.toml:3: processors.batch/x: unknown processor type \"batch\" (known: genai, turns, immune)",
+                "t.toml:5: exporters.debug: unknown exporter type \"debug\" (known: otlp_forward, events)",
+            ]
+        );
+    }
+
+    #[test]
+    fn each_known_component_type_loads_into_its_variant() {
+        let source = "[receivers.otlp]\n[receivers.llm_proxy]\n[processors.genai]\n[processors.turns]\n\
+                      [processors.immune]\n[exporters.otlp_forward]\nendpoint = \"http://127.0.0.1:4317\"\n[exporters.events]\n\
+                      [pipelines.traces]\nreceivers = [\"otlp\"]\nprocessors = [\"genai\", \"turns\", \"immune\"]\n\
+                      exporters = [\"events\"]\n";
+        let config = Config::parse("t.toml", source, |_| None).unwrap();
+        let id = |s: &str| ComponentId(s.to_string());
+        assert!(matches!(
+            config.receivers[&id("otlp")],
+            ReceiverConfig::Otlp(_)
+        ));
+        assert!(matches!(
+            config.receivers[&id("llm_proxy")],
+            ReceiverConfig::LlmProxy(_)
+        ));
+        assert!(matches!(
+            config.processors[&id("genai")],
+            ProcessorConfig::Genai(_)
+        ));
+        assert!(matches!(
+            config.processors[&id("turns")],
+            ProcessorConfig::Turns(_)
+        ));
+        assert!(matches!(
+            config.processors[&id("immune")],
+            ProcessorConfig::Immune(_)
+        ));
+        assert!(matches!(
+            config.exporters[&id("otlp_forward")],
+            ExporterConfig::OtlpForward(_)
+        ));
+        assert!(matches!(
+            config.exporters[&id("events")],
+            ExporterConfig::Events(_)
+        ));
+    }
 }
