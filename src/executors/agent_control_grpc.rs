@@ -6,7 +6,8 @@
 
 use super::control_proto::ControlRequest;
 use super::control_proto::agent_control_client::AgentControlClient;
-use super::http_control::{BACKSTOP, validate_timeout};
+use super::http_control::BACKSTOP;
+use super::remote::{RemoteAddress, validate_remote};
 use super::request::{ActionOutcome, ActionRequest};
 use super::secret::Secret;
 use super::target::{DEFAULT_TIMEOUT, EnforcementTarget, OutcomeFuture};
@@ -46,20 +47,17 @@ impl Default for AgentControlGrpcConfig {
 
 impl AgentControlGrpcConfig {
     pub fn validate(&self) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
-        if self.endpoint.is_empty() {
-            issues.push(ConfigIssue::new(
-                "endpoint",
-                "is required, e.g. \"http://127.0.0.1:50051\"",
-            ));
-        } else if let Err(problem) = parse_endpoint(&self.endpoint) {
-            issues.push(ConfigIssue::new("endpoint", problem));
-        }
-        if let Some(problem) = self.bearer_token.as_ref().and_then(Secret::header_problem) {
-            issues.push(ConfigIssue::new("bearer_token", problem));
-        }
-        issues.extend(validate_timeout(self.timeout));
-        issues
+        let endpoint = RemoteAddress {
+            key: "endpoint",
+            value: &self.endpoint,
+            example: "http://127.0.0.1:50051",
+        };
+        validate_remote(
+            endpoint,
+            parse_endpoint,
+            self.bearer_token.as_ref(),
+            self.timeout,
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 //! with a JSON body `{agent_id, action, diagnosis, reason, event_id,
 //! parameters}` and an optional bearer token; any 2xx is success.
 
+use super::remote::{RemoteAddress, validate_remote};
 use super::request::{ActionOutcome, ActionRequest, MAX_MESSAGE_CHARS, truncate};
 use super::secret::Secret;
 use super::target::{DEFAULT_TIMEOUT, EnforcementTarget, OutcomeFuture};
@@ -46,20 +47,17 @@ impl Default for HttpControlConfig {
 
 impl HttpControlConfig {
     pub fn validate(&self) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
-        if self.base_url.is_empty() {
-            issues.push(ConfigIssue::new(
-                "base_url",
-                "is required, e.g. \"http://127.0.0.1:9000\"",
-            ));
-        } else if let Err(problem) = parse_base_url(&self.base_url) {
-            issues.push(ConfigIssue::new("base_url", problem));
-        }
-        if let Some(problem) = self.bearer_token.as_ref().and_then(Secret::header_problem) {
-            issues.push(ConfigIssue::new("bearer_token", problem));
-        }
-        issues.extend(validate_timeout(self.timeout));
-        issues
+        let base_url = RemoteAddress {
+            key: "base_url",
+            value: &self.base_url,
+            example: "http://127.0.0.1:9000",
+        };
+        validate_remote(
+            base_url,
+            parse_base_url,
+            self.bearer_token.as_ref(),
+            self.timeout,
+        )
     }
 }
 

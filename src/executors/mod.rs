@@ -17,6 +17,7 @@ pub mod container;
 pub mod http_control;
 pub mod noop;
 pub mod process;
+mod remote;
 pub mod request;
 pub mod router;
 pub mod routing;
