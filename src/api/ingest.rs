@@ -135,6 +135,19 @@ impl Record<'_> {
         self.map.get(field).filter(|v| !v.is_null())
     }
 
+    /// `n` itself when it is within `max`, else an error quoting both.
+    fn at_most<T: PartialOrd + std::fmt::Display>(
+        &self,
+        field: &str,
+        n: T,
+        max: T,
+    ) -> Result<T, ApiError> {
+        if n > max {
+            return Err(self.err(field, format!("{n} is above the limit of {max}")));
+        }
+        Ok(n)
+    }
+
     fn number(&self, field: &str, max: f64) -> Result<Option<f64>, ApiError> {
         let Some(value) = self.get(field) else {
             return Ok(None);
@@ -148,10 +161,7 @@ impl Record<'_> {
         if n < 0.0 {
             return Err(self.err(field, "must not be negative"));
         }
-        if n > max {
-            return Err(self.err(field, format!("{n} is above the limit of {max}")));
-        }
-        Ok(Some(n))
+        self.at_most(field, n, max).map(Some)
     }
 
     fn count(&self, field: &str, max: u64) -> Result<Option<u64>, ApiError> {
@@ -176,10 +186,7 @@ impl Record<'_> {
                 format!("must be a non-negative integer, got {}", describe(value)),
             )
         })?;
-        if n > max {
-            return Err(self.err(field, format!("{n} is above the limit of {max}")));
-        }
-        Ok(Some(n))
+        self.at_most(field, n, max).map(Some)
     }
 
     fn text(&self, field: &str, max_chars: usize) -> Result<Option<String>, ApiError> {
@@ -420,94 +427,69 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        assert_eq!(field_of(r#"{"latency_ms":1}"#), "agent_id");
-        assert_eq!(field_of(r#"{"agent_id":7,"latency_ms":1}"#), "agent_id");
-        assert_eq!(field_of(r#"{"agent_id":" ","latency_ms":1}"#), "agent_id");
-        assert_eq!(field_of(r#"{"agent_id":"a"}"#), "latency_ms");
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":-1}"#),
-            "latency_ms"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":"5"}"#),
-            "latency_ms"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1e300}"#),
-            "latency_ms"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"input_tokens":1.5}"#),
-            "input_tokens"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"output_tokens":-3}"#),
-            "output_tokens"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"tool_calls":1e12}"#),
-            "tool_calls"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"retries":true}"#),
-            "retries"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"success":"yes"}"#),
-            "success"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"cost":-0.1}"#),
-            "cost"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"model":["x"]}"#),
-            "model"
-        );
-        assert_eq!(
-            field_of(&format!(
-                r#"{{"agent_id":"a","latency_ms":1,"error_type":"{}"}}"#,
-                "e".repeat(300)
-            )),
-            "error_type"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"prompt_hash":"a\u0007"}"#),
-            "prompt_hash"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"timestamp":1799999999000}"#),
-            "timestamp"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"timestamp":12}"#),
-            "timestamp"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"timestamp":"yesterday"}"#),
-            "timestamp"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"trace_id":"xyz"}"#),
-            "trace_id"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"span_id":"0102030405060708"}"#),
-            "span_id"
-        );
-        assert_eq!(
-            field_of(r#"{"agent_id":"a","latency_ms":1,"latncy":2}"#),
-            "latncy"
-        );
-        assert_eq!(
-            field_of(r#"[{"agent_id":"a","latency_ms":1},{"agent_id":"a","latency_ms":-1}]"#),
-            "[1].latency_ms"
-        );
-        assert_eq!(field_of(r#"[{"agent_id":"a","latency_ms":1}, 3]"#), "[1]");
+        // Optional fields are checked after the two required ones.
+        let with = |extra: &str| format!(r#"{{"agent_id":"a","latency_ms":1,{extra}}}"#);
         let long = "x".repeat(MAX_AGENT_ID_LEN + 1);
+        let cases = [
+            (r#"{"latency_ms":1}"#.to_string(), "agent_id"),
+            (r#"{"agent_id":7,"latency_ms":1}"#.to_string(), "agent_id"),
+            (r#"{"agent_id":" ","latency_ms":1}"#.to_string(), "agent_id"),
+            (
+                format!(r#"{{"agent_id":"{long}","latency_ms":1}}"#),
+                "agent_id",
+            ),
+            (r#"{"agent_id":"a"}"#.to_string(), "latency_ms"),
+            (
+                r#"{"agent_id":"a","latency_ms":-1}"#.to_string(),
+                "latency_ms",
+            ),
+            (
+                r#"{"agent_id":"a","latency_ms":"5"}"#.to_string(),
+                "latency_ms",
+            ),
+            (
+                r#"{"agent_id":"a","latency_ms":1e300}"#.to_string(),
+                "latency_ms",
+            ),
+            (with(r#""input_tokens":1.5"#), "input_tokens"),
+            (with(r#""output_tokens":-3"#), "output_tokens"),
+            (with(r#""tool_calls":1e12"#), "tool_calls"),
+            (with(r#""retries":true"#), "retries"),
+            (with(r#""success":"yes""#), "success"),
+            (with(r#""cost":-0.1"#), "cost"),
+            (with(r#""model":["x"]"#), "model"),
+            (
+                with(&format!(r#""error_type":"{}""#, "e".repeat(300))),
+                "error_type",
+            ),
+            (with(r#""prompt_hash":"a\u0007""#), "prompt_hash"),
+            (with(r#""timestamp":1799999999000"#), "timestamp"),
+            (with(r#""timestamp":12"#), "timestamp"),
+            (with(r#""timestamp":"yesterday""#), "timestamp"),
+            (with(r#""trace_id":"xyz""#), "trace_id"),
+            (with(r#""span_id":"0102030405060708""#), "span_id"),
+            (with(r#""latncy":2"#), "latncy"),
+            (
+                r#"[{"agent_id":"a","latency_ms":1},{"agent_id":"a","latency_ms":-1}]"#.to_string(),
+                "[1].latency_ms",
+            ),
+            (r#"[{"agent_id":"a","latency_ms":1}, 3]"#.to_string(), "[1]"),
+        ];
+        for (body, field) in cases {
+            assert_eq!(field_of(&body), field, "{body}");
+        }
+    }
+
+    #[test]
+    fn limits_are_quoted_for_numbers_and_counts() {
+        let message = |body: &str| parse(body).unwrap_err().message;
         assert_eq!(
-            field_of(&format!(r#"{{"agent_id":"{long}","latency_ms":1}}"#)),
-            "agent_id"
+            message(r#"{"agent_id":"a","latency_ms":1,"cost":2000000.5}"#),
+            "cost: 2000000.5 is above the limit of 1000000"
+        );
+        assert_eq!(
+            message(r#"{"agent_id":"a","latency_ms":1,"retries":100001}"#),
+            "retries: 100001 is above the limit of 100000"
         );
     }
 
