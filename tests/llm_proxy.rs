@@ -12,8 +12,7 @@ use std::sync::atomic::Ordering;
 
 #[tokio::test]
 async fn body_and_end_to_end_headers_pass_intact_hop_by_hop_do_not() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (upstream, proxy) = Proxy::with_upstream().await;
     // Unusual formatting and key order: the upstream must get these bytes.
     let body = "{ \"messages\":[{\"role\":\"user\",\"content\":\"caf\\u00e9 \u{1F600}\"}] ,\n  \"model\" : \"gpt-4o-mini\", \"temperature\":0.25 }";
     let request = format!(
@@ -75,8 +74,7 @@ async fn body_and_end_to_end_headers_pass_intact_hop_by_hop_do_not() {
 
 #[tokio::test]
 async fn non_streamed_chat_vitals_match_the_upstream() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (_upstream, proxy) = Proxy::with_upstream().await;
     let system = "You are a careful billing assistant.";
     let response = proxy
         .post(
@@ -115,17 +113,10 @@ async fn non_streamed_chat_vitals_match_the_upstream() {
 
 #[tokio::test]
 async fn tool_calls_are_counted_streamed_or_not() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (_upstream, proxy) = Proxy::with_upstream().await;
     let mut request = chat_request("gpt-4o-mini", "sys", "look it up [tools=3]");
     request["tools"] = tools();
-    let answer: Value = proxy
-        .post("tooler", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap()
-        .json_body()
-        .await;
+    let answer: Value = proxy.chat("tooler", &request).await.json_body().await;
     assert_eq!(
         answer["choices"][0]["message"]["tool_calls"]
             .as_array()
@@ -134,14 +125,7 @@ async fn tool_calls_are_counted_streamed_or_not() {
         3
     );
     request["stream"] = json!(true);
-    let streamed = proxy
-        .post("tooler", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let streamed = proxy.chat("tooler", &request).await.text().await.unwrap();
     assert!(streamed.contains("call_2_2"));
     let vitals = proxy.vitals.wait_for(2).await;
     assert_eq!(vitals[0].tool_calls, 3);
@@ -150,16 +134,9 @@ async fn tool_calls_are_counted_streamed_or_not() {
 
 #[tokio::test]
 async fn sse_chunks_reach_the_client_before_the_upstream_finishes() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
-    let mut request = chat_request("gated-model", "sys", "stream please");
-    request["stream"] = json!(true);
-    request["stream_options"] = json!({"include_usage": true});
-    let mut response = proxy
-        .post("streamer", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap();
+    let (upstream, proxy) = Proxy::with_upstream().await;
+    let request = streamed_chat_request("gated-model", "sys", "stream please");
+    let mut response = proxy.chat("streamer", &request).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"],
@@ -187,18 +164,10 @@ async fn sse_chunks_reach_the_client_before_the_upstream_finishes() {
 
 #[tokio::test]
 async fn a_stream_without_usage_says_so() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (_upstream, proxy) = Proxy::with_upstream().await;
     let mut request = chat_request("gpt-4o-mini", "sys", "stream please");
     request["stream"] = json!(true);
-    let text = proxy
-        .post("no-usage", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = proxy.chat("no-usage", &request).await.text().await.unwrap();
     assert!(text.contains("raining") && !text.contains("\"usage\""));
     let v = &proxy.vitals.wait_for(1).await[0];
     assert!(!v.usage_known);
@@ -209,8 +178,7 @@ async fn a_stream_without_usage_says_so() {
 
 #[tokio::test]
 async fn responses_api_streamed_and_not() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (_upstream, proxy) = Proxy::with_upstream().await;
     let request = json!({
         "model": "gpt-4.1",
         "instructions": "Answer in one word.",
@@ -248,30 +216,17 @@ async fn responses_api_streamed_and_not() {
 
 #[tokio::test]
 async fn upstream_errors_pass_through_with_their_status_and_body() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (_upstream, proxy) = Proxy::with_upstream().await;
     let r429 = proxy
-        .post(
-            "erring",
-            "/v1/chat/completions",
-            &chat_request("error-429", "s", "u"),
-        )
-        .send()
-        .await
-        .unwrap();
+        .chat("erring", &chat_request("error-429", "s", "u"))
+        .await;
     assert_eq!(r429.status(), 429);
     assert_eq!(r429.headers()["retry-after"], "7");
     assert!(r429.headers().get("x-agent-immune-error").is_none());
     assert_eq!(r429.text().await.unwrap(), ERROR_429_BODY);
     let r500 = proxy
-        .post(
-            "erring",
-            "/v1/chat/completions",
-            &chat_request("error-500", "s", "u"),
-        )
-        .send()
-        .await
-        .unwrap();
+        .chat("erring", &chat_request("error-500", "s", "u"))
+        .await;
     assert_eq!(r500.status(), 500);
     assert_eq!(r500.text().await.unwrap(), ERROR_500_BODY);
     let vitals = proxy.vitals.wait_for(2).await;
@@ -294,33 +249,19 @@ async fn unreachable_or_silent_upstreams_are_gateway_errors() {
     })
     .await;
     let response = proxy
-        .post(
-            "lonely",
-            "/v1/chat/completions",
-            &chat_request("gpt-4o-mini", "s", "u"),
-        )
-        .send()
-        .await
-        .unwrap();
+        .chat("lonely", &chat_request("gpt-4o-mini", "s", "u"))
+        .await;
     assert_eq!(response.status(), 502);
     let body: Value = response.json_body().await;
     assert_eq!(body["error"]["type"], "upstream_unreachable");
     let v = &proxy.vitals.wait_for(1).await[0];
     assert_eq!(v.error_type.as_deref(), Some("upstream_unreachable"));
 
-    let upstream = FakeUpstream::start("default").await;
-    let mut cfg = Proxy::config(&upstream);
-    cfg.upstream_timeout = std::time::Duration::from_millis(300);
-    let proxy = Proxy::start(cfg).await;
-    let response = proxy
-        .post(
-            "patient",
-            "/v1/chat/completions",
-            &chat_request("hang", "s", "u"),
-        )
-        .send()
-        .await
-        .unwrap();
+    let (_upstream, proxy) = Proxy::with_upstream_config(|cfg| {
+        cfg.upstream_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let response = proxy.chat("patient", &chat_request("hang", "s", "u")).await;
     assert_eq!(response.status(), 504);
     let body: Value = response.json_body().await;
     assert_eq!(body["error"]["type"], "upstream_timeout");
@@ -330,16 +271,12 @@ async fn unreachable_or_silent_upstreams_are_gateway_errors() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
-    let upstream = FakeUpstream::start("default").await;
-    let mut cfg = Proxy::config(&upstream);
-    cfg.max_request_body_mib = 1;
-    let proxy = Proxy::start(cfg).await;
+    let (upstream, proxy) = Proxy::with_upstream_config(|cfg| {
+        cfg.max_request_body_mib = 1;
+    })
+    .await;
     let big = chat_request("gpt-4o-mini", "s", &"x".repeat(1024 * 1024 + 1));
-    let response = proxy
-        .post("big", "/v1/chat/completions", &big)
-        .send()
-        .await
-        .unwrap();
+    let response = proxy.chat("big", &big).await;
     assert_eq!(response.status(), 413);
     let body: Value = response.json_body().await;
     assert_eq!(body["error"]["code"], "request_too_large");
@@ -359,8 +296,7 @@ async fn oversized_bodies_are_refused() {
 
 #[tokio::test]
 async fn only_v1_paths_without_dot_segments_are_proxied() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (upstream, proxy) = Proxy::with_upstream().await;
     for path in [
         "/admin",
         "/v1/../admin",
@@ -383,8 +319,7 @@ async fn only_v1_paths_without_dot_segments_are_proxied() {
 
 #[tokio::test]
 async fn agents_are_fingerprinted_header_then_key_then_client() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (_upstream, proxy) = Proxy::with_upstream().await;
     let client = reqwest::Client::new();
     let body = chat_request("gpt-4o-mini", "s", "u").to_string();
     let send = |builder: reqwest::RequestBuilder| {
@@ -456,18 +391,11 @@ async fn agents_are_fingerprinted_header_then_key_then_client() {
 
 #[tokio::test]
 async fn refused_vitals_never_cost_the_client_its_answer() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (_upstream, proxy) = Proxy::with_upstream().await;
     proxy.vitals.refuse.store(true, Ordering::SeqCst);
     let response = proxy
-        .post(
-            "pressured",
-            "/v1/chat/completions",
-            &chat_request("gpt-4o-mini", "s", "u"),
-        )
-        .send()
-        .await
-        .unwrap();
+        .chat("pressured", &chat_request("gpt-4o-mini", "s", "u"))
+        .await;
     assert_eq!(response.status(), 200);
     let answer: Value = response.json_body().await;
     assert_eq!(answer["object"], "chat.completion");

@@ -10,7 +10,6 @@
 mod llm_proxy_support;
 
 use llm_proxy_support::*;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,13 +69,10 @@ fn us(d: Duration) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 async fn added_latency_under_concurrent_load() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (upstream, proxy) = Proxy::with_upstream().await;
     let plain = chat_request("gpt-4o-mini", "You are a benchmark.", "hello").to_string();
-    let mut streamed = chat_request("gpt-4o-mini", "You are a benchmark.", "hello");
-    streamed["stream"] = json!(true);
-    streamed["stream_options"] = json!({"include_usage": true});
-    let streamed = streamed.to_string();
+    let streamed =
+        streamed_chat_request("gpt-4o-mini", "You are a benchmark.", "hello").to_string();
 
     println!(
         "llm_proxy added latency ({} build)",

@@ -18,8 +18,7 @@ fn no_parameters() -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn quarantine_answers_503_on_the_next_request_and_release_lets_through() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (upstream, proxy) = Proxy::with_upstream().await;
     let body = chat_request("gpt-4o-mini", "s", "u");
     let send = |agent: &'static str| proxy.post(agent, "/v1/chat/completions", &body).send();
     assert_eq!(send("patient-zero").await.unwrap().status(), 200);
@@ -64,15 +63,10 @@ async fn quarantine_answers_503_on_the_next_request_and_release_lets_through() {
 
 #[tokio::test]
 async fn quarantine_cuts_a_stream_in_flight() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (_upstream, proxy) = Proxy::with_upstream().await;
     let mut request = chat_request("gated-model", "s", "u");
     request["stream"] = json!(true);
-    let mut response = proxy
-        .post("runaway", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap();
+    let mut response = proxy.chat("runaway", &request).await;
     assert!(response.chunk().await.unwrap().is_some());
     assert_eq!(proxy.enforcement.in_flight("runaway"), 1);
     assert_eq!(proxy.enforcement.quarantine("runaway"), 1);
@@ -97,16 +91,9 @@ async fn quarantine_cuts_a_stream_in_flight() {
 
 #[tokio::test]
 async fn drain_refuses_new_requests_while_in_flight_ones_finish() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
-    let mut request = chat_request("gated-model", "s", "u");
-    request["stream"] = json!(true);
-    request["stream_options"] = json!({"include_usage": true});
-    let mut in_flight = proxy
-        .post("drained", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap();
+    let (upstream, proxy) = Proxy::with_upstream().await;
+    let request = streamed_chat_request("gated-model", "s", "u");
+    let mut in_flight = proxy.chat("drained", &request).await;
     assert!(in_flight.chunk().await.unwrap().is_some());
 
     let no_parameters = no_parameters();
@@ -123,14 +110,8 @@ async fn drain_refuses_new_requests_while_in_flight_ones_finish() {
     }
     assert!(proxy.enforcement.restrictions("drained").draining);
     let refused = proxy
-        .post(
-            "drained",
-            "/v1/chat/completions",
-            &chat_request("gpt-4o-mini", "s", "u"),
-        )
-        .send()
-        .await
-        .unwrap();
+        .chat("drained", &chat_request("gpt-4o-mini", "s", "u"))
+        .await;
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.json_body().await["error"]["type"], "agent_draining");
 
@@ -148,21 +129,14 @@ async fn drain_refuses_new_requests_while_in_flight_ones_finish() {
 
     assert!(proxy.enforcement.release("drained"));
     let again = proxy
-        .post(
-            "drained",
-            "/v1/chat/completions",
-            &chat_request("gpt-4o-mini", "s", "u"),
-        )
-        .send()
-        .await
-        .unwrap();
+        .chat("drained", &chat_request("gpt-4o-mini", "s", "u"))
+        .await;
     assert_eq!(again.status(), 200);
 }
 
 #[tokio::test]
 async fn reduce_autonomy_caps_output_tokens_and_rate() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (upstream, proxy) = Proxy::with_upstream().await;
     let parameters: BTreeMap<String, String> = [
         ("requests_per_minute".to_string(), "1".to_string()),
         ("max_tokens".to_string(), "64".to_string()),
@@ -175,44 +149,27 @@ async fn reduce_autonomy_caps_output_tokens_and_rate() {
     assert!(result.success, "{}", result.message);
     let mut request = chat_request("gpt-4o-mini", "s", "u");
     request["max_tokens"] = json!(4096);
-    let r = proxy
-        .post("reduced", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap();
+    let r = proxy.chat("reduced", &request).await;
     assert_eq!(r.status(), 200);
     let forwarded = upstream.wait_seen(1).await[0].json();
     assert_eq!(forwarded["max_tokens"], 64);
     assert_eq!(forwarded["messages"], request["messages"]);
-    let throttled = proxy
-        .post("reduced", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap();
+    let throttled = proxy.chat("reduced", &request).await;
     assert_eq!(throttled.status(), 429);
     assert!(throttled.headers().contains_key("retry-after"));
     // Another agent keeps its autonomy and its body untouched.
-    let free = proxy
-        .post("free", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap();
+    let free = proxy.chat("free", &request).await;
     assert_eq!(free.status(), 200);
     assert_eq!(upstream.wait_seen(2).await[1].json()["max_tokens"], 4096);
     // Restored, the agent is free again.
     assert!(proxy.enforcement.restore("reduced"));
-    let r = proxy
-        .post("reduced", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap();
+    let r = proxy.chat("reduced", &request).await;
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
 async fn revoke_tools_strips_them_by_default() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (upstream, proxy) = Proxy::with_upstream().await;
     let mut request = chat_request("gpt-4o-mini", "s", "use tools [tools=2]");
     request["tools"] = tools();
     request["tool_choice"] = json!("auto");
@@ -221,13 +178,7 @@ async fn revoke_tools_strips_them_by_default() {
         .apply("infected", Action::RevokeTools, &no_parameters())
         .await;
     assert!(result.success);
-    let answer = proxy
-        .post("infected", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap()
-        .json_body()
-        .await;
+    let answer = proxy.chat("infected", &request).await.json_body().await;
     assert!(answer["choices"][0]["message"]["tool_calls"].is_null());
     let forwarded = upstream.wait_seen(1).await[0].json();
     assert!(forwarded.get("tools").is_none() && forwarded.get("tool_choice").is_none());
@@ -238,35 +189,26 @@ async fn revoke_tools_strips_them_by_default() {
 
 #[tokio::test]
 async fn revoke_tools_can_refuse_tool_requests_instead() {
-    let upstream = FakeUpstream::start("default").await;
-    let mut cfg = Proxy::config(&upstream);
-    cfg.revoke_tools_mode = RevokeToolsMode::Refuse;
-    let proxy = Proxy::start(cfg).await;
+    let (upstream, proxy) = Proxy::with_upstream_config(|cfg| {
+        cfg.revoke_tools_mode = RevokeToolsMode::Refuse;
+    })
+    .await;
     proxy.enforcement.revoke_tools("infected");
     let mut request = chat_request("gpt-4o-mini", "s", "u");
     request["tools"] = tools();
-    let refused = proxy
-        .post("infected", "/v1/chat/completions", &request)
-        .send()
-        .await
-        .unwrap();
+    let refused = proxy.chat("infected", &request).await;
     assert_eq!(refused.status(), 403);
     assert_eq!(refused.json_body().await["error"]["type"], "tools_revoked");
     // Without tools, the agent still works.
     let plain = chat_request("gpt-4o-mini", "s", "u");
-    let r = proxy
-        .post("infected", "/v1/chat/completions", &plain)
-        .send()
-        .await
-        .unwrap();
+    let r = proxy.chat("infected", &plain).await;
     assert_eq!(r.status(), 200);
     assert_eq!(upstream.seen().len(), 1);
 }
 
 #[tokio::test]
 async fn actions_the_proxy_cannot_take_are_reported_unsupported() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (_upstream, proxy) = Proxy::with_upstream().await;
     for action in [
         Action::ResetMemory,
         Action::RollbackPrompt,

@@ -15,29 +15,24 @@ fn rule(name: &str, agents: &str) -> PolicyRule {
     }
 }
 
+/// A proxy with these policy rules in front of a fresh fake upstream.
+async fn with_policies(policies: Vec<PolicyRule>) -> (FakeUpstream, Proxy) {
+    Proxy::with_upstream_config(|cfg| cfg.policies = policies).await
+}
+
 #[tokio::test]
 async fn requests_per_minute_throttle_with_retry_after() {
-    let upstream = FakeUpstream::start("default").await;
-    let mut cfg = Proxy::config(&upstream);
-    cfg.policies = vec![PolicyRule {
+    let (upstream, proxy) = with_policies(vec![PolicyRule {
         requests_per_minute: Some(2),
         ..rule("two-a-minute", "limited-*")
-    }];
-    let proxy = Proxy::start(cfg).await;
+    }])
+    .await;
     let body = chat_request("gpt-4o-mini", "s", "u");
     for _ in 0..2 {
-        let r = proxy
-            .post("limited-1", "/v1/chat/completions", &body)
-            .send()
-            .await
-            .unwrap();
+        let r = proxy.chat("limited-1", &body).await;
         assert_eq!(r.status(), 200);
     }
-    let throttled = proxy
-        .post("limited-1", "/v1/chat/completions", &body)
-        .send()
-        .await
-        .unwrap();
+    let throttled = proxy.chat("limited-1", &body).await;
     assert_eq!(throttled.status(), 429);
     let retry_after: u64 = throttled.headers()["retry-after"]
         .to_str()
@@ -63,11 +58,7 @@ async fn requests_per_minute_throttle_with_retry_after() {
     );
     // Another agent, and agents outside the glob, are not affected.
     for agent in ["limited-2", "free"] {
-        let r = proxy
-            .post(agent, "/v1/chat/completions", &body)
-            .send()
-            .await
-            .unwrap();
+        let r = proxy.chat(agent, &body).await;
         assert_eq!(r.status(), 200, "{agent}");
     }
     assert_eq!(
@@ -81,29 +72,19 @@ async fn requests_per_minute_throttle_with_retry_after() {
 
 #[tokio::test]
 async fn tokens_per_minute_from_the_responses_usage() {
-    let upstream = FakeUpstream::start("default").await;
-    let mut cfg = Proxy::config(&upstream);
     // One response (42 + 7 tokens) spends it.
-    cfg.policies = vec![PolicyRule {
+    let (_upstream, proxy) = with_policies(vec![PolicyRule {
         tokens_per_minute: Some(40),
         ..rule("token-budget", "*")
-    }];
-    let proxy = Proxy::start(cfg).await;
+    }])
+    .await;
     let body = chat_request("gpt-4o-mini", "s", "u");
-    let first = proxy
-        .post("spender", "/v1/chat/completions", &body)
-        .send()
-        .await
-        .unwrap();
+    let first = proxy.chat("spender", &body).await;
     assert_eq!(first.status(), 200);
     first.text().await.unwrap();
     // Tokens are charged when the turn ends, after the body was read.
     proxy.vitals.wait_for(1).await;
-    let second = proxy
-        .post("spender", "/v1/chat/completions", &body)
-        .send()
-        .await
-        .unwrap();
+    let second = proxy.chat("spender", &body).await;
     assert_eq!(second.status(), 429);
     assert!(second.headers().contains_key("retry-after"));
     let error = second.json_body().await;
@@ -112,9 +93,7 @@ async fn tokens_per_minute_from_the_responses_usage() {
 
 #[tokio::test]
 async fn model_block_and_allow_lists() {
-    let upstream = FakeUpstream::start("default").await;
-    let mut cfg = Proxy::config(&upstream);
-    cfg.policies = vec![
+    let (upstream, proxy) = with_policies(vec![
         PolicyRule {
             block_models: vec!["o1*".into(), "gpt-5".into()],
             ..rule("no-expensive", "*")
@@ -123,8 +102,8 @@ async fn model_block_and_allow_lists() {
             allow_models: vec!["gpt-4o-mini*".into()],
             ..rule("support-cheap", "support-*")
         },
-    ];
-    let proxy = Proxy::start(cfg).await;
+    ])
+    .await;
     let status = |agent: &'static str, model: &'static str| {
         let request = proxy.post(
             agent,
@@ -158,25 +137,17 @@ async fn model_block_and_allow_lists() {
 
 #[tokio::test]
 async fn alert_only_rules_forward_and_count() {
-    let upstream = FakeUpstream::start("default").await;
-    let mut cfg = Proxy::config(&upstream);
-    cfg.policies = vec![PolicyRule {
+    let (upstream, proxy) = with_policies(vec![PolicyRule {
         requests_per_minute: Some(1),
         block_models: vec!["gpt-4o".into()],
         alert_only: true,
         ..rule("watch-only", "*")
-    }];
-    let proxy = Proxy::start(cfg).await;
+    }])
+    .await;
     for _ in 0..2 {
         let r = proxy
-            .post(
-                "watched",
-                "/v1/chat/completions",
-                &chat_request("gpt-4o", "s", "u"),
-            )
-            .send()
-            .await
-            .unwrap();
+            .chat("watched", &chat_request("gpt-4o", "s", "u"))
+            .await;
         assert_eq!(r.status(), 200);
     }
     assert_eq!(upstream.seen().len(), 2);
@@ -186,8 +157,7 @@ async fn alert_only_rules_forward_and_count() {
 
 #[tokio::test]
 async fn rules_added_and_removed_at_runtime_apply_to_the_next_request() {
-    let upstream = FakeUpstream::start("default").await;
-    let proxy = Proxy::start(Proxy::config(&upstream)).await;
+    let (_upstream, proxy) = Proxy::with_upstream().await;
     let body = chat_request("gpt-4o", "s", "u");
     let send = || proxy.post("runtime", "/v1/chat/completions", &body).send();
     assert_eq!(send().await.unwrap().status(), 200);

@@ -487,6 +487,23 @@ impl Proxy {
         }
     }
 
+    /// A fresh fake upstream and a proxy in front of it with the default
+    /// config; keep both alive for the test.
+    pub async fn with_upstream() -> (FakeUpstream, Self) {
+        Self::with_upstream_config(|_| {}).await
+    }
+
+    /// As [`Proxy::with_upstream`], with the config changed by `adjust`
+    /// (policies, limits, modes) before the proxy starts.
+    pub async fn with_upstream_config(
+        adjust: impl FnOnce(&mut LlmProxyConfig),
+    ) -> (FakeUpstream, Self) {
+        let upstream = FakeUpstream::start("default").await;
+        let mut cfg = Self::config(&upstream);
+        adjust(&mut cfg);
+        (upstream, Self::start(cfg).await)
+    }
+
     pub async fn start(cfg: LlmProxyConfig) -> Self {
         let proxy = LlmProxy::bind(&cfg).await.unwrap();
         let vitals = Arc::new(Recorder::default());
@@ -518,6 +535,15 @@ impl Proxy {
             .header("content-type", "application/json")
             .body(body.to_string())
     }
+
+    /// A Chat Completions request from agent `agent_id`, sent; the answer
+    /// as it arrived (any status).
+    pub async fn chat(&self, agent_id: &str, body: &Value) -> reqwest::Response {
+        self.post(agent_id, "/v1/chat/completions", body)
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 /// A chat request with a system prompt.
@@ -526,6 +552,14 @@ pub fn chat_request(model: &str, system: &str, user: &str) -> Value {
         "model": model,
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]
     })
+}
+
+/// A streamed chat request that asks for usage in its last chunk.
+pub fn streamed_chat_request(model: &str, system: &str, user: &str) -> Value {
+    let mut request = chat_request(model, system, user);
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    request
 }
 
 pub fn tools() -> Value {
