@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 // ---- test data
@@ -152,6 +153,14 @@ async fn export_events(cfg: &EventsConfig, batch: Vec<Event>) -> Arc<Telemetry> 
         .unwrap()
         .unwrap();
     telemetry
+}
+
+/// Forwards the sample traces (`forwarded_bytes`) once through `cfg`:
+/// the bytes sent, their span count, and the exporter's final counters.
+async fn forward_sample(cfg: &OtlpForwardConfig) -> (Bytes, u64, Arc<Telemetry>) {
+    let (bytes, items) = forwarded_bytes();
+    let telemetry = forward_all(cfg, vec![traces_item(bytes.clone(), items)]).await;
+    (bytes, items, telemetry)
 }
 
 fn traces_item(bytes: Bytes, items: u64) -> ForwardItem {
@@ -338,11 +347,15 @@ async fn http_handler(State(sink): State<Arc<HttpSink>>, request: Request) -> Re
     }
 }
 
+fn serve_http_sink(listener: TcpListener, sink: Arc<HttpSink>) {
+    let app = axum::Router::new().fallback(http_handler).with_state(sink);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+}
+
 async fn http_sink(sink: Arc<HttpSink>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().fallback(http_handler).with_state(sink);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    serve_http_sink(listener, sink);
     url
 }
 
@@ -351,9 +364,8 @@ async fn http_sink(sink: Arc<HttpSink>) -> String {
 #[tokio::test]
 async fn forward_grpc_sends_the_original_bytes() {
     let (addr, recorder, _cancel) = raw_receiver().await;
-    let (bytes, items) = forwarded_bytes();
     let cfg = forward_config(format!("http://{addr}"), Protocol::Grpc);
-    let telemetry = forward_all(&cfg, vec![traces_item(bytes.clone(), items)]).await;
+    let (bytes, items, telemetry) = forward_sample(&cfg).await;
     let got = recorder.0.lock().unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].protobuf, bytes);
@@ -365,12 +377,11 @@ async fn forward_grpc_sends_the_original_bytes() {
 #[tokio::test]
 async fn forward_grpc_gzip_arrives_as_the_original_bytes() {
     let (addr, recorder, _cancel) = raw_receiver().await;
-    let (bytes, items) = forwarded_bytes();
     let cfg = OtlpForwardConfig {
         compression: Compression::Gzip,
         ..forward_config(format!("http://{addr}"), Protocol::Grpc)
     };
-    forward_all(&cfg, vec![traces_item(bytes.clone(), items)]).await;
+    let (bytes, _, _) = forward_sample(&cfg).await;
     assert_eq!(recorder.0.lock().unwrap()[0].protobuf, bytes);
 }
 
@@ -378,12 +389,7 @@ async fn forward_grpc_gzip_arrives_as_the_original_bytes() {
 async fn forward_grpc_reaches_a_generated_trace_service() {
     let sink = Arc::new(GrpcSink::default());
     let (url, _cancel) = grpc_sink(sink.clone()).await;
-    let (bytes, items) = forwarded_bytes();
-    let telemetry = forward_all(
-        &forward_config(url, Protocol::Grpc),
-        vec![traces_item(bytes.clone(), items)],
-    )
-    .await;
+    let (bytes, items, telemetry) = forward_sample(&forward_config(url, Protocol::Grpc)).await;
     let got = sink.traces.lock().unwrap();
     assert_eq!(got[0], ExportTraceServiceRequest::decode(bytes).unwrap());
     assert_eq!(telemetry.forward.sent.get(), items);
@@ -418,12 +424,11 @@ async fn forward_http_sends_the_original_bytes_to_the_signal_path() {
 async fn forward_http_gzip_compresses_the_original_bytes() {
     let sink = Arc::new(HttpSink::default());
     let url = http_sink(sink.clone()).await;
-    let (bytes, items) = forwarded_bytes();
     let cfg = OtlpForwardConfig {
         compression: Compression::Gzip,
         ..forward_config(url, Protocol::Http)
     };
-    forward_all(&cfg, vec![traces_item(bytes.clone(), items)]).await;
+    let (bytes, _, _) = forward_sample(&cfg).await;
     let got = sink.take();
     assert_eq!(got[0].headers["content-encoding"], "gzip");
     assert_eq!(gunzip(&got[0].body), bytes.to_vec());
@@ -436,12 +441,7 @@ async fn forward_http_retries_after_503_then_succeeds() {
         (StatusCode::TOO_MANY_REQUESTS, None),
     ]);
     let url = http_sink(sink.clone()).await;
-    let (bytes, items) = forwarded_bytes();
-    let telemetry = forward_all(
-        &forward_config(url, Protocol::Http),
-        vec![traces_item(bytes.clone(), items)],
-    )
-    .await;
+    let (bytes, items, telemetry) = forward_sample(&forward_config(url, Protocol::Http)).await;
     let got = sink.take();
     assert_eq!(got.len(), 3, "503, 429, then accepted");
     assert!(got.iter().all(|r| r.body == bytes));
@@ -453,12 +453,7 @@ async fn forward_http_retries_after_503_then_succeeds() {
 async fn forward_http_permanent_400_is_not_retried_and_counted_failed() {
     let sink = HttpSink::scripted(vec![(StatusCode::BAD_REQUEST, None)]);
     let url = http_sink(sink.clone()).await;
-    let (bytes, items) = forwarded_bytes();
-    let telemetry = forward_all(
-        &forward_config(url, Protocol::Http),
-        vec![traces_item(bytes, items)],
-    )
-    .await;
+    let (_, items, telemetry) = forward_sample(&forward_config(url, Protocol::Http)).await;
     assert_eq!(sink.take().len(), 1);
     assert_eq!(telemetry.forward.sent.get(), 0);
     assert_eq!(telemetry.forward.send_failed.get(), items);
@@ -468,24 +463,14 @@ async fn forward_http_permanent_400_is_not_retried_and_counted_failed() {
 async fn forward_grpc_retries_unavailable_but_not_invalid_argument() {
     let sink = GrpcSink::failing(vec![tonic::Status::unavailable("restarting")]);
     let (url, _cancel) = grpc_sink(sink.clone()).await;
-    let (bytes, items) = forwarded_bytes();
-    let telemetry = forward_all(
-        &forward_config(url, Protocol::Grpc),
-        vec![traces_item(bytes, items)],
-    )
-    .await;
+    let (_, items, telemetry) = forward_sample(&forward_config(url, Protocol::Grpc)).await;
     assert_eq!(sink.calls(), 2);
     assert_eq!(sink.traces.lock().unwrap().len(), 1);
     assert_eq!(telemetry.forward.sent.get(), items);
 
     let sink = GrpcSink::failing(vec![tonic::Status::invalid_argument("bad data")]);
     let (url, _cancel) = grpc_sink(sink.clone()).await;
-    let (bytes, items) = forwarded_bytes();
-    let telemetry = forward_all(
-        &forward_config(url, Protocol::Grpc),
-        vec![traces_item(bytes, items)],
-    )
-    .await;
+    let (_, items, telemetry) = forward_sample(&forward_config(url, Protocol::Grpc)).await;
     assert_eq!(sink.calls(), 1);
     assert_eq!(telemetry.forward.send_failed.get(), items);
 }
@@ -503,24 +488,29 @@ async fn down_then_up(listener: TcpListener, attempts_before_up: usize) -> TcpLi
     TcpListener::bind(addr).await.unwrap()
 }
 
-#[tokio::test]
-async fn forward_grpc_delivers_after_the_downstream_comes_up() {
+/// A downstream at the returned URL that is down for `attempts`
+/// connections, then served by `serve`; the task ends once it is up.
+async fn comes_up_after<F, Fut>(attempts: usize, serve: F) -> (String, JoinHandle<Fut::Output>)
+where
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let up = tokio::spawn(async move { serve(down_then_up(listener, attempts).await).await });
+    (url, up)
+}
+
+#[tokio::test]
+async fn forward_grpc_delivers_after_the_downstream_comes_up() {
     let sink = Arc::new(GrpcSink::default());
-    let up = {
+    let (url, up) = comes_up_after(2, {
         let sink = sink.clone();
-        tokio::spawn(async move {
-            let listener = down_then_up(listener, 2).await;
-            serve_grpc_sink(listener, sink).await
-        })
-    };
-    let (bytes, items) = forwarded_bytes();
-    let telemetry = forward_all(
-        &forward_config(url, Protocol::Grpc),
-        vec![traces_item(bytes.clone(), items)],
-    )
+        |listener| serve_grpc_sink(listener, sink)
+    })
     .await;
+    let (bytes, items, telemetry) = forward_sample(&forward_config(url, Protocol::Grpc)).await;
     let _server = up.await.unwrap();
     assert_eq!(
         sink.traces.lock().unwrap()[0],
@@ -532,23 +522,13 @@ async fn forward_grpc_delivers_after_the_downstream_comes_up() {
 
 #[tokio::test]
 async fn forward_http_delivers_after_the_downstream_comes_up() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let sink = Arc::new(HttpSink::default());
-    let up = {
+    let (url, up) = comes_up_after(2, {
         let sink = sink.clone();
-        tokio::spawn(async move {
-            let listener = down_then_up(listener, 2).await;
-            let app = axum::Router::new().fallback(http_handler).with_state(sink);
-            tokio::spawn(async move { axum::serve(listener, app).await });
-        })
-    };
-    let (bytes, items) = forwarded_bytes();
-    let telemetry = forward_all(
-        &forward_config(url, Protocol::Http),
-        vec![traces_item(bytes.clone(), items)],
-    )
+        |listener| async move { serve_http_sink(listener, sink) }
+    })
     .await;
+    let (bytes, items, telemetry) = forward_sample(&forward_config(url, Protocol::Http)).await;
     up.await.unwrap();
     assert_eq!(sink.take()[0].body, bytes);
     assert_eq!(telemetry.forward.sent.get(), items);
@@ -757,13 +737,12 @@ async fn events_retry_after_unavailable_and_drop_on_permanent_error() {
 
 #[tokio::test]
 async fn events_delivered_after_the_downstream_comes_up() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let sink = Arc::new(GrpcSink::default());
-    let up = {
+    let (url, up) = comes_up_after(1, {
         let sink = sink.clone();
-        tokio::spawn(async move { serve_grpc_sink(down_then_up(listener, 1).await, sink).await })
-    };
+        |listener| serve_grpc_sink(listener, sink)
+    })
+    .await;
     let telemetry = export_events(&events_config(url, Protocol::Grpc), vec![infection()]).await;
     let _server = up.await.unwrap();
     assert_infection_record(&sink.logs.lock().unwrap()[0].0);
