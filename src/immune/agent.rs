@@ -38,6 +38,9 @@ pub struct AgentRecord {
     pub last_vitals: Option<Vitals>,
     pub last_evaluation: Option<Evaluation>,
     pub last_seen: UnixNanos,
+    /// The fleet exchange count when the agent became SUSPECTED (not
+    /// stored: exchanges count from zero again after a restart).
+    pub suspected_at_exchange: u64,
 }
 
 impl AgentRecord {
@@ -57,6 +60,7 @@ impl AgentRecord {
             last_vitals: None,
             last_evaluation: None,
             last_seen: now,
+            suspected_at_exchange: 0,
         }
     }
 }

@@ -73,6 +73,13 @@ pub struct ImmuneConfig {
     pub fleet_wide_share: f64,
     /// Share from which an anomaly is partial-fleet. Default 0.15.
     pub partial_fleet_share: f64,
+    /// How long after an infection is confirmed the fleet may still show
+    /// the same anomaly before the agent is drained: in an outage, the
+    /// peers' slow or failing turns are judged only as they end. An agent
+    /// held before its peers showed it is released anyway once they do.
+    /// "0s" drains as soon as the sustained view says so. Default "2s".
+    #[serde(with = "crate::config::duration")]
+    pub correlation_hold: Duration,
     /// Agents monitored by this process; turns of further agents are
     /// counted and skipped. Split evenly across detection shards.
     /// Default 100000.
@@ -102,6 +109,7 @@ impl Default for ImmuneConfig {
             relative_stddev_floor: 0.05,
             fleet_wide_share: 0.30,
             partial_fleet_share: 0.15,
+            correlation_hold: Duration::from_secs(2),
             max_agents: 100_000,
         }
     }
@@ -201,6 +209,15 @@ impl ImmuneConfig {
                 format!(
                     "must be between 1 and {MAX_EVALUATION_WINDOW}, got {}",
                     self.evaluation_window
+                ),
+            ));
+        }
+        if self.correlation_hold > MAX_TIMEOUT {
+            issues.push(ConfigIssue::new(
+                "correlation_hold",
+                format!(
+                    "must be at most 24h, got {}",
+                    humantime::format_duration(self.correlation_hold)
                 ),
             ));
         }

@@ -31,6 +31,17 @@ pub const MAX_AGENT_ID_LEN: usize = 512;
 /// and further effects are counted and dropped.
 pub const MAX_QUEUED_EFFECTS: usize = 100_000;
 
+/// The fleet as the edge last summed it from every shard's part.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchanged {
+    pub total: FleetSummary,
+    /// This core's part as it went into `total`.
+    pub published: FleetSummary,
+    /// Exchanges so far: a decision that needs the other shards' view of
+    /// the fleet waits for the next ones.
+    pub count: u64,
+}
+
 pub struct ImmuneCore {
     config: ImmuneConfig,
     agents: HashMap<String, AgentRecord>,
@@ -39,11 +50,11 @@ pub struct ImmuneCore {
     /// This core's part of the fleet summary.
     local: FleetSummary,
     /// The whole fleet as the edge last summed it.
-    fleet: Option<FleetSummary>,
+    fleet: Option<Exchanged>,
     effects: Vec<Effect>,
     dropped_effects: u64,
     next_attempt: u64,
-    /// Agents with a deadline (DRAINING, HEALING).
+    /// Agents `tick` looks at (`response::watched_on_tick`).
     timed: HashSet<String>,
     /// Agents whose state changed since the last `drain_changed`.
     changed: HashSet<String>,
@@ -104,16 +115,23 @@ impl ImmuneCore {
         self.local
     }
 
-    /// The fleet as the edge summed it from every shard's `summary()`
-    /// (this one's included). Until called, this core is the fleet.
-    pub fn set_fleet(&mut self, fleet: FleetSummary) {
-        self.fleet = Some(fleet);
+    /// The fleet as the edge summed it from every shard's `summary()`,
+    /// this one's taken just before (nothing may change the core between
+    /// the two calls). Until called, this core is the fleet.
+    pub fn set_fleet(&mut self, total: FleetSummary) {
+        let count = self.fleet.map_or(0, |f| f.count) + 1;
+        self.fleet = Some(Exchanged {
+            total,
+            published: self.local,
+            count,
+        });
     }
 
-    /// The fleet as this core sees it (healing success counts per
-    /// diagnosis and action, operator feedback, anomalies per type).
-    pub fn fleet(&self) -> &FleetSummary {
-        self.fleet.as_ref().unwrap_or(&self.local)
+    /// The fleet as this core sees it now (healing success counts per
+    /// diagnosis and action, operator feedback, anomalies per type): its
+    /// own agents as they are, the other shards' as last exchanged.
+    pub fn fleet(&self) -> FleetSummary {
+        response::fleet_view(self.fleet.as_ref(), &self.local)
     }
 
     /// Effects decided since the last call, oldest first.
@@ -196,8 +214,9 @@ impl ImmuneCore {
         });
     }
 
-    /// Time passes: drain and healing deadlines. Cheap: only agents with a
-    /// deadline are looked at.
+    /// Time passes: drain and healing deadlines, holds the fleet has shown
+    /// to be external. Cheap: only agents held or with a deadline are
+    /// looked at.
     pub fn tick(&mut self, now: UnixNanos, events: &mut Vec<Event>) {
         let due: Vec<String> = self.timed.iter().cloned().collect();
         for id in due {
@@ -318,10 +337,7 @@ impl ImmuneCore {
             self.local.monitored += 1;
             self.local.update_showing(AnomalySet::EMPTY, agent.showing);
         }
-        if matches!(
-            agent.state,
-            LifecycleState::Draining | LifecycleState::Healing
-        ) {
+        if response::watched_on_tick(agent.state) {
             self.timed.insert(id.clone());
         }
         self.agents.insert(id, agent);

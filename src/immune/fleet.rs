@@ -76,6 +76,31 @@ impl FleetSummary {
         }
     }
 
+    /// This sum with one part brought up to date: `published` is the part
+    /// as it went into the sum, `current` the same part now. A shard sees
+    /// its own agents at once and the other shards' as of the last
+    /// exchange.
+    pub fn rebased(&self, published: &FleetSummary, current: &FleetSummary) -> FleetSummary {
+        let count = |total: u64, was: u64, now: u64| total.saturating_sub(was).saturating_add(now);
+        let mut fleet = *self;
+        fleet.monitored = count(self.monitored, published.monitored, current.monitored);
+        for i in 0..fleet.showing.len() {
+            fleet.showing[i] = count(self.showing[i], published.showing[i], current.showing[i]);
+        }
+        for (d, row) in fleet.healing.iter_mut().enumerate() {
+            for (a, stats) in row.iter_mut().enumerate() {
+                let (was, now) = (published.healing[d][a], current.healing[d][a]);
+                stats.successes = count(stats.successes, was.successes, now.successes);
+                stats.failures = count(stats.failures, was.failures, now.failures);
+            }
+        }
+        for (i, shift) in fleet.confidence_shift.iter_mut().enumerate() {
+            *shift = (*shift - published.confidence_shift[i] + current.confidence_shift[i])
+                .clamp(-MAX_SHIFT, MAX_SHIFT);
+        }
+        fleet
+    }
+
     pub fn stats(&self, diagnosis: Diagnosis, action: Action) -> ActionStats {
         self.healing[diagnosis.index()][action_index(action)]
     }
@@ -172,5 +197,34 @@ mod tests {
         f.update_showing(spike, AnomalySet::EMPTY);
         f.update_showing(spike, AnomalySet::EMPTY);
         assert_eq!(f.showing[AnomalyType::TokenSpike.index()], 0);
+    }
+
+    #[test]
+    fn a_rebased_sum_sees_its_own_part_now_and_the_others_as_exchanged() {
+        let latency: AnomalySet = [AnomalyType::LatencySpike].into_iter().collect();
+        let mut mine = FleetSummary {
+            monitored: 2,
+            ..FleetSummary::default()
+        };
+        let mut theirs = mine;
+        theirs.update_showing(AnomalySet::EMPTY, latency);
+        let mut total = FleetSummary::default();
+        total.merge(&mine);
+        total.merge(&theirs);
+        let published = mine;
+        // Since the exchange: one of mine shows latency, one healing
+        // worked, and a third agent is monitored.
+        mine.update_showing(AnomalySet::EMPTY, latency);
+        mine.record_outcome(Diagnosis::Unknown, Action::ResetMemory, true);
+        mine.monitored += 1;
+        let now = total.rebased(&published, &mine);
+        assert_eq!(now.monitored, 5);
+        assert_eq!(now.showing[AnomalyType::LatencySpike.index()], 2);
+        assert_eq!(
+            now.stats(Diagnosis::Unknown, Action::ResetMemory).successes,
+            1
+        );
+        // Nothing changed: the sum itself.
+        assert_eq!(total.rebased(&published, &published), total);
     }
 }

@@ -412,8 +412,17 @@ pub fn approval_requested(
 }
 
 /// `agent_immune.approval_decided`: approved, rejected, or healed now.
+/// The decision when an approval request is dropped because the fleet
+/// showed the cause to be external.
+pub const WITHDRAWN: &str = "withdrawn";
+
 pub fn approval_decided(agent_id: &str, link: Link, decision: &str, now: UnixNanos) -> Event {
-    let body = format!("healing of agent {agent_id} {decision} by the operator");
+    let by = if decision == WITHDRAWN {
+        "the cause proved external"
+    } else {
+        "by the operator"
+    };
+    let body = format!("healing of agent {agent_id} {decision}: {by}");
     let mut e = agent_event(APPROVAL_DECIDED, Severity::Info, link, agent_id, now, body);
     e.attributes
         .push(str_attr("agent_immune.decision", decision));

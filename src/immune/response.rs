@@ -8,6 +8,7 @@ use super::agent::AgentRecord;
 use super::anomaly::AnomalySet;
 use super::command::CommandError;
 use super::config::ImmuneConfig;
+use super::core::Exchanged;
 use super::correlator::{self, Scope};
 use super::diagnosis::{self, Diagnosis, Feedback};
 use super::effect::Effect;
@@ -26,20 +27,25 @@ use std::time::Duration;
 pub struct Ctx<'a> {
     pub config: &'a ImmuneConfig,
     /// The fleet as the edge last summed it; None: this core is the fleet.
-    pub external: Option<&'a FleetSummary>,
+    pub external: Option<&'a Exchanged>,
     /// This core's part of the fleet summary.
     pub local: &'a mut FleetSummary,
     pub now: UnixNanos,
     pub events: &'a mut Vec<Event>,
     pub effects: &'a mut Vec<Effect>,
     pub next_attempt: &'a mut u64,
-    /// Agents with a deadline (DRAINING, HEALING), checked by `tick`.
+    /// Agents `tick` looks at (`watched_on_tick`).
     pub timed: &'a mut HashSet<String>,
 }
 
 impl Ctx<'_> {
-    fn fleet(&self) -> &FleetSummary {
-        self.external.unwrap_or(self.local)
+    fn fleet(&self) -> FleetSummary {
+        fleet_view(self.external, self.local)
+    }
+
+    /// Fleet exchanges so far (0 while this core is the whole fleet).
+    fn exchanges(&self) -> u64 {
+        self.external.map_or(0, |f| f.count)
     }
 
     fn attempt(&mut self, action: Action, diagnosis: Option<Diagnosis>) -> Attempt {
@@ -52,6 +58,20 @@ impl Ctx<'_> {
         }
     }
 }
+
+/// The fleet with this core's part as it is now.
+pub fn fleet_view(external: Option<&Exchanged>, local: &FleetSummary) -> FleetSummary {
+    match external {
+        Some(f) => f.total.rebased(&f.published, local),
+        None => *local,
+    }
+}
+
+/// Fleet exchanges an agent waits, from becoming SUSPECTED, before it may
+/// be drained: by the second, every other shard has published what its
+/// agents showed since then, so an outage that began at once everywhere
+/// is seen as fleet-wide before anyone is quarantined.
+pub const EXCHANGES_BEFORE_DRAIN: u64 = 2;
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -80,9 +100,9 @@ pub fn transition(
         ctx.local.update_showing(agent.showing, AnomalySet::EMPTY);
         agent.showing = AnomalySet::EMPTY;
     }
-    if matches!(to, Draining | Healing) {
+    if watched_on_tick(to) {
         ctx.timed.insert(id.to_string());
-    } else if matches!(from, Draining | Healing) {
+    } else if watched_on_tick(from) {
         ctx.timed.remove(id);
     }
     ctx.events.push(report::lifecycle(
@@ -154,6 +174,7 @@ fn watch(
             "anomalous evaluation: {}",
             report::describe_anomalies(evaluation)
         );
+        agent.suspected_at_exchange = ctx.exchanges();
         transition(id, agent, Suspected, &reason, ctx);
     }
     if evaluation.is_sustained_anomalous() {
@@ -171,7 +192,16 @@ fn watch(
     if !(by_ticks || by_severity) {
         return;
     }
-    let verdict = correlator::correlate(evaluation.anomalies, counted, true, ctx.fleet(), config);
+    let confirmed_at = agent.episode.as_ref().map_or(ctx.now, |e| e.started);
+    let unseen_by_fleet = ctx.now < confirmed_at.saturating_add(nanos(config.correlation_hold))
+        || (ctx.external.is_some()
+            && ctx.exchanges() < agent.suspected_at_exchange + EXCHANGES_BEFORE_DRAIN);
+    if unseen_by_fleet {
+        // The peers' turns, or the other shards' view of them, may not be
+        // in yet; the next anomalous turn decides.
+        return;
+    }
+    let verdict = correlator::correlate(evaluation.anomalies, counted, true, &ctx.fleet(), config);
     let shift = ctx.fleet().confidence_shift;
     let link = agent.link();
     let Some(ep) = agent.episode.as_mut() else {
@@ -229,7 +259,7 @@ fn confirm(
         confirmation,
         ctx.now,
     ));
-    let verdict = correlator::correlate(evaluation.anomalies, counted, true, ctx.fleet(), config);
+    let verdict = correlator::correlate(evaluation.anomalies, counted, true, &ctx.fleet(), config);
     let hypotheses = diagnosis::diagnose(
         evaluation.anomalies,
         &verdict,
@@ -351,7 +381,7 @@ fn start_healing(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) {
     };
     let mut chosen = None;
     while let Some(d) = ep.diagnosis() {
-        let next = healing::plan(d, &agent.memory, ctx.fleet())
+        let next = healing::plan(d, &agent.memory, &ctx.fleet())
             .into_iter()
             .find(|a| !ep.failed_here(*a));
         if let Some(action) = next {
@@ -496,9 +526,19 @@ fn probation_turn(id: &str, agent: &mut AgentRecord, evaluation: &Evaluation, ct
     transition(id, agent, Healthy, &reason, ctx);
 }
 
-/// Deadlines: drain timeout, healing timeout.
+/// States `on_tick` has work in: a deadline (DRAINING, HEALING), or a
+/// hold the fleet may show to be wrong (DRAINING, QUARANTINED, EXHAUSTED).
+pub fn watched_on_tick(state: LifecycleState) -> bool {
+    matches!(state, Draining | Quarantined | Healing | Exhausted)
+}
+
+/// Deadlines (drain timeout, healing timeout), and holds revised when the
+/// fleet has since shown the agent's anomaly widely.
 pub fn on_tick(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) {
     let config = ctx.config;
+    if release_for_external_cause(id, agent, ctx) {
+        return;
+    }
     match agent.state {
         Draining if ctx.now >= agent.since.saturating_add(nanos(config.drain_timeout)) => {
             let reason = format!(
@@ -531,6 +571,52 @@ pub fn on_tick(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) {
         }
         _ => {}
     }
+}
+
+/// An agent drained or quarantined for a cause of its own is let go when
+/// the fleet has since shown the same anomaly widely: the first agents of a
+/// provider outage are judged while their peers' slow, failing turns are
+/// still in flight. Not while a healing action runs, nor against an
+/// operator's rejection. Returns true when the agent was released.
+fn release_for_external_cause(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) -> bool {
+    if !matches!(agent.state, Draining | Quarantined | Exhausted) {
+        return false;
+    }
+    let Some(ep) = agent.episode.as_ref() else {
+        return false;
+    };
+    if ep.correlation.scope == Scope::FleetWide || matches!(ep.approval, Approval::Rejected { .. })
+    {
+        return false;
+    }
+    let fleet = ctx.fleet();
+    let anomalies = ep.infection.anomalies;
+    let verdict = correlator::correlate(anomalies, agent.showing, true, &fleet, ctx.config);
+    if verdict.scope != Scope::FleetWide {
+        return false;
+    }
+    let link = agent.link();
+    if let Some(ep) = agent.episode.as_mut() {
+        ep.correlation = verdict;
+        ep.hypotheses = diagnosis::diagnose(anomalies, &verdict, &fleet.confidence_shift);
+        ep.hypothesis = 0;
+        ep.drain = None;
+        ctx.events
+            .push(report::correlation(id, link, &verdict, ctx.now));
+        ctx.events
+            .push(report::diagnosis(id, link, &ep.hypotheses, ctx.now));
+    }
+    if pending(agent) {
+        decide(id, agent, Approval::NotNeeded, report::WITHDRAWN, ctx);
+    }
+    let reason = format!(
+        "the fleet shows it too ({:.0}% of {} other agents): external cause, released and watched",
+        verdict.share * 100.0,
+        verdict.others
+    );
+    enforce(id, agent, Action::Release, &reason, ctx);
+    transition(id, agent, Suspected, &reason, ctx);
+    true
 }
 
 /// An executor's report on an effect.
@@ -680,7 +766,7 @@ pub fn heal_now(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) -> Result<(), 
             ep.hypothesis = 0;
             let fleet = ctx.fleet();
             let left = ep.hypotheses.iter().any(|h| {
-                healing::plan(h.diagnosis, &agent.memory, fleet)
+                healing::plan(h.diagnosis, &agent.memory, &fleet)
                     .iter()
                     .any(|a| !ep.failed_here(*a))
             });
@@ -765,6 +851,7 @@ mod tests {
     /// Approval and severity out of the way, for tests about other rules.
     fn lenient() -> ImmuneConfig {
         ImmuneConfig {
+            correlation_hold: Duration::ZERO,
             approval_sigma: 20.0,
             severe_sigma: 25.0,
             ..ImmuneConfig::default()
@@ -1357,5 +1444,196 @@ mod tests {
         total.merge(&other.summary());
         other.set_fleet(total);
         assert_eq!(other.fleet().monitored, 1);
+    }
+
+    fn learned_fleet(h: &mut Harness, n: u64) -> Vec<SimAgent> {
+        let mut fleet: Vec<SimAgent> = (0..n)
+            .map(|i| SimAgent::new(&format!("agent-{i}"), 200 + i))
+            .collect();
+        for _ in 0..100 {
+            for agent in &mut fleet {
+                let v = agent.next_turn();
+                h.turn(&v);
+            }
+        }
+        fleet
+    }
+
+    #[test]
+    fn an_agent_held_before_the_fleet_showed_the_outage_is_released() {
+        let mut h = Harness::new();
+        let mut fleet = learned_fleet(&mut h, 10);
+        // The first agent of an outage is judged alone and quarantined,
+        // with its approval pending (8x latency is severe).
+        fleet[0].latency_ms *= 8.0;
+        until_draining(&mut h, &mut fleet[0]);
+        h.wait(30);
+        assert_eq!(state(&h, "agent-0"), Quarantined);
+        assert!(matches!(
+            h.core.episode("agent-0").unwrap().approval,
+            Approval::Pending { .. }
+        ));
+        // Its peers' slow turns arrive: the outage shows fleet-wide.
+        for agent in &mut fleet[1..5] {
+            agent.latency_ms *= 8.0;
+        }
+        for _ in 0..6 {
+            for agent in &mut fleet[1..5] {
+                let v = agent.next_turn();
+                h.turn(&v);
+            }
+        }
+        h.wait(1);
+        assert_eq!(state(&h, "agent-0"), Suspected);
+        let Some(Effect::Release { agent_id, .. }) = h
+            .effects
+            .iter()
+            .rev()
+            .find(|e| e.agent_id() == "agent-0")
+            .cloned()
+        else {
+            panic!("{:?}", h.effects)
+        };
+        assert_eq!(agent_id, "agent-0");
+        let ep = h.core.episode("agent-0").unwrap();
+        assert_eq!(ep.correlation.scope, Scope::FleetWide);
+        assert_eq!(ep.approval, Approval::NotNeeded, "approval withdrawn");
+        assert_eq!(ep.hypotheses[0].diagnosis, Diagnosis::ExternalCause);
+        let withdrawn = h.named(report::APPROVAL_DECIDED);
+        assert_eq!(
+            attr(withdrawn[0], "agent_immune.decision"),
+            &AttrValue::Str("withdrawn".into())
+        );
+        // Still slow while the outage lasts: watched, not drained again.
+        let drains = |h: &Harness| {
+            h.effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Drain { agent_id, .. } if agent_id == "agent-0"))
+                .count()
+        };
+        let before = drains(&h);
+        for _ in 0..10 {
+            for agent in &mut fleet[..5] {
+                let v = agent.next_turn();
+                h.turn(&v);
+            }
+        }
+        assert_eq!(drains(&h), before);
+        assert_eq!(state(&h, "agent-0"), Suspected);
+    }
+
+    #[test]
+    fn an_operators_rejection_is_not_overridden_by_the_fleet() {
+        let mut h = Harness::new();
+        let mut fleet = learned_fleet(&mut h, 10);
+        fleet[0].latency_ms *= 8.0;
+        until_draining(&mut h, &mut fleet[0]);
+        h.wait(30);
+        h.command(|c, now, ev| c.reject("agent-0", now, ev))
+            .unwrap();
+        for agent in &mut fleet[1..5] {
+            agent.latency_ms *= 8.0;
+        }
+        for _ in 0..6 {
+            for agent in &mut fleet[1..5] {
+                let v = agent.next_turn();
+                h.turn(&v);
+            }
+        }
+        h.wait(1);
+        assert_eq!(state(&h, "agent-0"), Exhausted);
+    }
+
+    /// Two shards exchanging their parts of the fleet summary, as the
+    /// pipeline's shards do on every tick.
+    fn exchange(a: &mut Harness, b: &mut Harness) {
+        let mut total = a.core.summary();
+        total.merge(&b.core.summary());
+        a.core.set_fleet(total);
+        b.core.set_fleet(total);
+    }
+
+    #[test]
+    fn a_shard_waits_for_the_other_shards_view_before_draining() {
+        let mut a = Harness::of(ImmuneCore::for_shard(ImmuneConfig::default(), 2));
+        let mut b = Harness::of(ImmuneCore::for_shard(ImmuneConfig::default(), 2));
+        let mut fleet: Vec<SimAgent> = (0..10)
+            .map(|i| SimAgent::new(&format!("agent-{i}"), 300 + i))
+            .collect();
+        let mut round = |a: &mut Harness, b: &mut Harness, fleet: &mut [SimAgent]| {
+            for (i, agent) in fleet.iter_mut().enumerate() {
+                let v = agent.next_turn();
+                if i < 5 {
+                    a.turn(&v);
+                } else {
+                    b.turn(&v);
+                }
+            }
+        };
+        for _ in 0..100 {
+            round(&mut a, &mut b, &mut fleet);
+        }
+        exchange(&mut a, &mut b);
+        // An outage on agent-0 (shard a) and agents 5..8 (shard b), with no
+        // exchange yet: shard a must not judge agent-0 alone.
+        for i in [0, 5, 6, 7, 8] {
+            fleet[i].latency_ms *= 3.0;
+        }
+        for _ in 0..10 {
+            round(&mut a, &mut b, &mut fleet);
+        }
+        assert_eq!(state(&a, "agent-0"), Suspected);
+        assert!(!a.effects.iter().any(|e| matches!(e, Effect::Drain { .. })));
+        // Two exchanges later the next slow turn sees the fleet.
+        exchange(&mut a, &mut b);
+        exchange(&mut a, &mut b);
+        for _ in 0..5 {
+            round(&mut a, &mut b, &mut fleet);
+        }
+        assert_eq!(state(&a, "agent-0"), Suspected);
+        assert_eq!(
+            a.core.episode("agent-0").unwrap().correlation.scope,
+            Scope::FleetWide
+        );
+        assert!(!a.effects.iter().any(|e| matches!(e, Effect::Drain { .. })));
+
+        // An agent alone in its trouble is drained once the exchanges show
+        // nobody else has it.
+        fleet[1].tools_low = 30;
+        fleet[1].tools_high = 40;
+        for _ in 0..10 {
+            round(&mut a, &mut b, &mut fleet);
+        }
+        exchange(&mut a, &mut b);
+        exchange(&mut a, &mut b);
+        for _ in 0..3 {
+            round(&mut a, &mut b, &mut fleet);
+        }
+        assert_eq!(state(&a, "agent-1"), Draining);
+    }
+
+    #[test]
+    fn the_drain_waits_out_the_correlation_hold() {
+        let mut h = Harness::with(ImmuneConfig {
+            correlation_hold: Duration::from_secs(20),
+            ..lenient()
+        });
+        let mut agent = SimAgent::new("patient", 16);
+        h.healthy(&mut agent, 100);
+        agent.latency_ms *= 3.0;
+        let mut confirmed = None;
+        while state(&h, "patient") != Draining {
+            let v = agent.next_turn();
+            h.turn(&v);
+            if confirmed.is_none() && h.infections() == 1 {
+                confirmed = Some(h.now);
+            }
+            assert!(h.now < 1_700_000_000 * 1_000_000_000 + 300 * 1_000_000_000);
+        }
+        let waited = h.now - confirmed.unwrap();
+        assert!(
+            (20_000_000_000..22_000_000_000).contains(&waited),
+            "drained {waited} ns after the infection"
+        );
     }
 }

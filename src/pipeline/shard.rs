@@ -16,6 +16,7 @@ use crate::processors::genai::SpanFacts;
 use crate::processors::turns::TurnAssembler;
 use crate::state::{Commit, StateWriter, Table};
 use crate::telemetry::Telemetry;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -107,6 +108,10 @@ struct Loop {
     reorder: Vec<(tokio::time::Instant, Vitals)>,
     agents_reported: i64,
     results_tx: mpsc::UnboundedSender<ActionResult>,
+    /// Each agent's latest effect under way: the next one waits for it, so
+    /// an agent's target sees drain, quarantine, heal and release in the
+    /// order they were decided.
+    in_flight: HashMap<String, tokio::task::JoinHandle<()>>,
 }
 
 impl Shard {
@@ -125,6 +130,7 @@ impl Shard {
             reorder: Vec::new(),
             agents_reported: 0,
             results_tx,
+            in_flight: HashMap::new(),
         };
         let mut spans_open = true;
         let mut commands_open = true;
@@ -206,6 +212,7 @@ impl Shard {
                     let fleet = self.fleet.exchange(self.index, part);
                     self.core.set_fleet(fleet);
                     self.core.tick(now, &mut state.events);
+                    state.in_flight.retain(|_, task| !task.is_finished());
                     self.after_core(&mut state).await;
                 }
             }
@@ -308,7 +315,7 @@ impl Shard {
         }
         self.persist(state, !effects.is_empty()).await;
         for effect in effects {
-            self.execute(effect, state.results_tx.clone());
+            self.execute(effect, state);
         }
         self.publish(state).await;
     }
@@ -344,7 +351,8 @@ impl Shard {
         }
     }
 
-    fn execute(&self, effect: Effect, results: mpsc::UnboundedSender<ActionResult>) {
+    fn execute(&self, effect: Effect, state: &mut Loop) {
+        let results = state.results_tx.clone();
         let agent_id = effect.agent_id().to_string();
         let mut request = ActionRequest::new(agent_id.clone(), effect.action());
         if let Effect::Heal { diagnosis, .. } = &effect {
@@ -359,7 +367,12 @@ impl Shard {
         );
         let executors = self.executors.clone();
         let attempt_id = effect.attempt_id();
-        tokio::spawn(async move {
+        let previous = state.in_flight.remove(&agent_id);
+        let task = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                // Targets time out, so this wait is bounded.
+                let _ = previous.await;
+            }
             let outcome = executors.execute(&request).await;
             tracing::info!(
                 agent = %request.agent_id, action = %request.action, target = %outcome.target,
@@ -373,6 +386,7 @@ impl Shard {
                 message: outcome.message,
             });
         });
+        state.in_flight.insert(agent_id, task);
     }
 
     /// Moves the assembler's counts into the pipeline's telemetry.
