@@ -180,13 +180,9 @@ async fn without_a_key_guarded_routes_fail_closed() {
         .into_iter()
         .filter(|r| r.access == Access::Write)
     {
+        let path = concrete(route.path);
         let r = h
-            .send(
-                route.method.as_str(),
-                &concrete(route.path),
-                Some("{}".to_string()),
-                &[("x-api-key", KEY)],
-            )
+            .keyed(route.method.as_str(), &path, Some("{}".into()))
             .await;
         assert_eq!(r.status, 503, "{} {}: {}", route.method, route.path, r.text);
         assert!(r.error().contains("no API key configured"));
@@ -212,7 +208,7 @@ async fn reads_can_be_closed() {
         }
         let path = concrete(route.path);
         let open = h.get(&path).await;
-        let keyed = h.send("GET", &path, None, &[("x-api-key", KEY)]).await;
+        let keyed = h.keyed("GET", &path, None).await;
         match route.access {
             Access::Read => {
                 assert_eq!(open.status, 401, "{path}: {}", open.text);
@@ -307,27 +303,13 @@ async fn bad_input_is_refused_naming_the_field() {
             "cost",
         ),
     ] {
-        let r = h
-            .send(
-                "POST",
-                "/api/v1/ingest",
-                Some(body.to_string()),
-                &[("x-api-key", KEY)],
-            )
-            .await;
+        let r = h.keyed("POST", "/api/v1/ingest", Some(body.into())).await;
         assert_eq!(r.status, 400, "{body}: {}", r.text);
         assert_eq!(r.field().as_deref(), Some(field), "{body}: {}", r.text);
     }
     // Not JSON, wrong shapes.
     for body in ["{", "NaN", "[]", "42"] {
-        let r = h
-            .send(
-                "POST",
-                "/api/v1/ingest",
-                Some(body.to_string()),
-                &[("x-api-key", KEY)],
-            )
-            .await;
+        let r = h.keyed("POST", "/api/v1/ingest", Some(body.into())).await;
         assert_eq!(r.status, 400, "{body}: {}", r.text);
     }
     // Limits: the body size and the batch length.
@@ -503,24 +485,13 @@ async fn llm_proxy_discovery_and_policies() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.error().contains("rpm"), "{}", r.text);
-    let r = h
-        .send(
-            "DELETE",
-            "/api/v1/policies/cap-support",
-            None,
-            &[("x-api-key", KEY)],
-        )
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text);
-    let r = h
-        .send(
-            "DELETE",
-            "/api/v1/policies/cap-support",
-            None,
-            &[("x-api-key", KEY)],
-        )
-        .await;
-    assert_eq!(r.status, 404);
+    // Deleted once; then there is nothing to delete.
+    for status in [204, 404] {
+        let r = h
+            .keyed("DELETE", "/api/v1/policies/cap-support", None)
+            .await;
+        assert_eq!(r.status, status, "{}", r.text);
+    }
     assert_eq!(h.get("/api/v1/policies").await.json(), json!([]));
     h.stop().await;
 }

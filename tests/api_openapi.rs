@@ -10,7 +10,7 @@ use agent_immune::api::config::ApiConfig;
 use agent_immune::api::pages::OPENAPI;
 use agent_immune::api::server::routes;
 use agent_immune::pipeline::service::Service;
-use api_support::{Harness, KEY, Options};
+use api_support::{Harness, Options};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -120,9 +120,7 @@ async fn every_documented_operation_is_served() {
         let concrete = path
             .replace("{id}", "some-agent")
             .replace("{name}", "some-rule");
-        let r = h
-            .send(&method, &concrete, Some("{}".into()), &[("x-api-key", KEY)])
-            .await;
+        let r = h.keyed(&method, &concrete, Some("{}".into())).await;
         assert_ne!(r.status, 405, "{method} {path}");
         assert!(
             !r.text.contains("no such endpoint"),

@@ -265,10 +265,14 @@ impl Harness {
         self.send("GET", path, None, &[]).await
     }
 
+    /// A request with the test key.
+    pub async fn keyed(&self, method: &str, path: &str, body: Option<String>) -> Reply {
+        self.send(method, path, body, &[("x-api-key", KEY)]).await
+    }
+
     /// POST with the test key.
     pub async fn post(&self, path: &str, body: Value) -> Reply {
-        self.send("POST", path, Some(body.to_string()), &[("x-api-key", KEY)])
-            .await
+        self.keyed("POST", path, Some(body.to_string())).await
     }
 
     pub async fn ingest(&self, body: Value) -> Reply {
