@@ -51,6 +51,10 @@ pub struct DemoArgs {
     /// Seed of the fleet.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Address of the API and dashboard (`127.0.0.1:0` picks a free port;
+    /// the URL is printed).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub api: String,
 }
 
 pub fn main(args: DemoArgs) -> ExitCode {
@@ -76,7 +80,7 @@ pub fn main(args: DemoArgs) -> ExitCode {
 
 /// The embedded default, with OTLP on free ports (the simulator is the only
 /// sender) and enforcement through the simulator's control API.
-pub fn demo_config(control: SocketAddr, data_dir: PathBuf) -> anyhow::Result<Config> {
+pub fn demo_config(control: SocketAddr, data_dir: PathBuf, api: &str) -> anyhow::Result<Config> {
     let mut config = Config::embedded_default().map_err(|e| anyhow::anyhow!("{e}"))?;
     for receiver in config.receivers.values_mut() {
         if let ReceiverConfig::Otlp(otlp) = receiver {
@@ -94,6 +98,10 @@ pub fn demo_config(control: SocketAddr, data_dir: PathBuf) -> anyhow::Result<Con
     );
     config.executors.routing = Default::default();
     config.data_dir_flag = Some(data_dir);
+    config.api.endpoint = api.to_string();
+    if let Err(e) = config.api.addr() {
+        anyhow::bail!("--api {api}: {e}");
+    }
     Ok(config)
 }
 
@@ -124,9 +132,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => fresh_data_dir()?,
     };
-    let service = Service::start(demo_config(control, data_dir.clone())?)
+    let service = Service::start(demo_config(control, data_dir.clone(), &args.api)?)
         .await
-        .context("starting agent-immune (is 127.0.0.1:8090 free?)")?;
+        .with_context(|| format!("starting agent-immune (is {} free?)", args.api))?;
     let grpc = service
         .otlp_grpc_addr()
         .context("the demo pipeline has no OTLP/gRPC receiver")?;
@@ -205,7 +213,7 @@ mod tests {
     #[test]
     fn the_demo_config_enforces_through_the_fleet_and_binds_free_ports() {
         let control = SocketAddr::from(([127, 0, 0, 1], 9123));
-        let config = demo_config(control, PathBuf::from("/tmp/demo-test")).unwrap();
+        let config = demo_config(control, PathBuf::from("/tmp/demo-test"), "127.0.0.1:0").unwrap();
         assert_eq!(config.executors.default_target(), "http_control");
         match config.executors.targets.get("http_control") {
             Some(TargetConfig::HttpControl(c)) => {
@@ -223,6 +231,12 @@ mod tests {
         assert!(
             config.api.addr().unwrap().is_some(),
             "the dashboard is served"
+        );
+        let bad = demo_config(control, PathBuf::from("/tmp/demo-test"), "not an address");
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("--api not an address")
         );
         assert_eq!(config.data_dir_flag, Some(PathBuf::from("/tmp/demo-test")));
         for spec in DEFAULT_INJECTIONS {
