@@ -3,11 +3,14 @@
 //! agent-immune (process target), healed through its HTTP control API
 //! (served by its supervisor process, which still answers while the agent
 //! is stopped), and resumed (SIGCONT) into probation and back to healthy.
+//! agent-immune learns the agent's pid from its spans: the SDK's process
+//! resource detector puts `process.pid` on them, and the process target
+//! is configured with `resource_pids` only.
 
 mod common;
 
-use agent_immune::config::document::Config;
 use agent_immune::pipeline::service::Service;
+use common::pipeline::TestPipeline;
 use common::{attr, attr_str, event_name};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use std::path::Path;
@@ -53,6 +56,7 @@ async fn anomalous_agent_is_stopped_healed_over_http_and_resumed() {
         .arg(common::python_script("controlled_agent.py"))
         .arg(dir)
         .arg("25")
+        .env("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "otel,process")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -66,23 +70,10 @@ async fn anomalous_agent_is_stopped_healed_over_http_and_resumed() {
     let started: Started = serde_json::from_str(&first).unwrap();
 
     let (downstream, received) = common::downstream_collector().await;
-    let config = format!(
+    let executors = format!(
         r#"
-[receivers.otlp]
-grpc = "127.0.0.1:0"
-http = ""
-[processors.genai]
-[processors.turns]
-idle_timeout = "1s"
-[processors.immune]
-approval_sigma = 40.0
-severe_sigma = 50.0
-[exporters.events]
-console = true
-otlp = {{ endpoint = "http://{downstream}", protocol = "grpc" }}
-
 [executors.process]
-pids = {{ "ops-agent" = {pid} }}
+resource_pids = true
 grace_period = "1s"
 timeout = "5s"
 [executors.http_control]
@@ -92,18 +83,14 @@ timeout = "20s"
 targets = ["process", "http_control"]
 [executors.routing]
 default = "composite"
-
-[api]
-endpoint = ""
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["genai", "turns", "immune"]
-exporters = ["events"]
 "#,
-        pid = started.pid,
         port = started.control_port
     );
-    let config = Config::parse("enforcement_e2e", &config, |_| None).expect("valid config");
+    let config = TestPipeline::events_to(downstream)
+        .without_approval()
+        .console()
+        .table(executors)
+        .config("enforcement_e2e");
     let service = Service::start(config).await.expect("start agent-immune");
     let endpoint = format!("http://{}", service.otlp_grpc_addr().unwrap());
     std::fs::write(dir.join("endpoint"), endpoint).unwrap();

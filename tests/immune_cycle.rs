@@ -9,43 +9,20 @@ mod common;
 use agent_immune::config::document::Config;
 use agent_immune::pipeline::service::Service;
 use agent_immune::testdata::AgentTrace;
+use common::pipeline::TestPipeline;
 use common::{attr_str, event_name};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 fn pipeline(downstream: SocketAddr) -> Config {
-    // Approval thresholds are set out of reach so this test follows the
-    // automatic path; the approval path has its own tests.
-    let text = format!(
-        r#"
-[receivers.otlp]
-grpc = "127.0.0.1:0"
-http = ""
-
-[processors.genai]
-[processors.turns]
-idle_timeout = "1s"
-[processors.immune]
-approval_sigma = 40.0
-severe_sigma = 50.0
-
-[exporters.events]
-console = false
-otlp = {{ endpoint = "http://{downstream}", protocol = "grpc" }}
-
-[executors.noop]
-
-[api]
-endpoint = ""
-
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["genai", "turns", "immune"]
-exporters = ["events"]
-"#
-    );
-    Config::parse("immune_cycle", &text, |_| None).expect("valid test config")
+    // Observe only: every action "succeeds". Approval is out of reach so
+    // this test follows the automatic path; the approval path has its own
+    // tests.
+    TestPipeline::events_to(downstream)
+        .without_approval()
+        .table("[executors.noop]")
+        .config("immune_cycle")
 }
 
 /// A deterministic ±20% wobble, so the baseline has a real spread.

@@ -5,9 +5,9 @@
 
 mod common;
 
-use agent_immune::config::document::Config;
 use agent_immune::pipeline::service::Service;
 use common::event_name;
+use common::pipeline::TestPipeline;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,29 +15,13 @@ async fn anomalous_agent_behind_the_proxy_is_quarantined_at_the_gateway() {
     let provider = common::fake_openai().await;
     let upstream = provider.base_url.trim_end_matches("/v1").to_string();
     let (downstream, received) = common::downstream_collector().await;
-    let text = format!(
-        r#"
-[receivers.llm_proxy]
-endpoint = "127.0.0.1:0"
-upstream = "{upstream}"
-[processors.genai]
-[processors.turns]
-[processors.immune]
-[exporters.events]
-console = false
-otlp = {{ endpoint = "http://{downstream}", protocol = "grpc" }}
-[executors.llm_proxy]
-[executors.routing]
-default = "llm_proxy"
-[api]
-endpoint = ""
-[pipelines.traces]
-receivers = ["llm_proxy"]
-processors = ["genai", "turns", "immune"]
-exporters = ["events"]
-"#
-    );
-    let config = Config::parse("llm_proxy_pipeline", &text, |_| None).expect("valid config");
+    // The gateway is the only way in and the enforcement target.
+    let config = TestPipeline::events_to(downstream)
+        .without_otlp()
+        .llm_proxy(upstream)
+        .turns("")
+        .table("[executors.llm_proxy]\n[executors.routing]\ndefault = \"llm_proxy\"")
+        .config("llm_proxy_pipeline");
     let service = Service::start(config).await.expect("start");
     let proxy = service.gateways.first().expect("the proxy runs").addr;
     let client = reqwest::Client::new();

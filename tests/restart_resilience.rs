@@ -8,6 +8,7 @@
 mod common;
 
 use agent_immune::testdata::AgentTrace;
+use common::pipeline::TestPipeline;
 use common::{attr_str, free_port};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use serde_json::Value;
@@ -91,33 +92,20 @@ async fn sigkill_mid_run_loses_no_state_and_no_event() {
     let data = tempfile::tempdir().unwrap();
     let (otlp, api_port, down) = (free_port(), free_port(), free_port());
     let config = data.path().join("pipeline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[receivers.otlp]
-grpc = "127.0.0.1:{otlp}"
-http = ""
-[processors.genai]
-[processors.turns]
-[processors.immune]
-[exporters.events]
-console = false
-otlp = {{ endpoint = "http://127.0.0.1:{down}", protocol = "grpc", retry_on_failure = {{ initial_interval = "100ms", max_interval = "200ms" }} }}
-[state]
-data_dir = "{dir}/state"
-flush_interval = "100ms"
-[api]
-endpoint = "127.0.0.1:{api_port}"
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["genai", "turns", "immune"]
-exporters = ["events"]
-"#,
-            dir = data.path().display()
-        ),
-    )
-    .unwrap();
+    let retrying = r#"retry_on_failure = { initial_interval = "100ms", max_interval = "200ms" }"#;
+    let text = TestPipeline::default()
+        .otlp(format!("127.0.0.1:{otlp}"), "")
+        .turns("")
+        .events_otlp(format!(
+            r#"{{ endpoint = "http://127.0.0.1:{down}", protocol = "grpc", {retrying} }}"#
+        ))
+        .table(format!(
+            "[state]\ndata_dir = \"{}/state\"\nflush_interval = \"100ms\"",
+            data.path().display()
+        ))
+        .api(format!("127.0.0.1:{api_port}"))
+        .text();
+    std::fs::write(&config, text).unwrap();
     let api = format!("http://127.0.0.1:{api_port}");
     let mut first = start(&config).await;
     let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{otlp}"))

@@ -1,6 +1,9 @@
 //! Shared pieces of the integration tests: a real OTLP receiver that records
-//! what it gets (the "downstream collector"), and the real Python agent.
+//! what it gets (the "downstream collector"), the real Python agent, and
+//! the pipeline config the tests run (`pipeline::TestPipeline`).
 #![allow(dead_code)]
+
+pub mod pipeline;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
