@@ -10,7 +10,7 @@ use agent_immune::config::document::Config;
 use agent_immune::pipeline::service::Service;
 use agent_immune::testdata::AgentTrace;
 use common::pipeline::TestPipeline;
-use common::{attr_str, event_name};
+use common::{attr_str, event_name, is_transition};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,12 +70,7 @@ async fn infection_quarantine_healing_probation_healthy_as_otlp_logs() {
         send(3.0, &mut i).await;
     }
     received
-        .wait_for("the healing action", Duration::from_secs(30), |r| {
-            r.log_records()
-                .iter()
-                .any(|l| event_name(l) == "agent_immune.healing_result")
-                .then_some(())
-        })
+        .wait_for_event("agent_immune.healing_result", Duration::from_secs(30))
         .await;
     // Healed: fresh healthy turns pass probation (10 samples, judged once
     // the evaluation window is full) and the agent is healthy again.
@@ -83,15 +78,8 @@ async fn infection_quarantine_healing_probation_healthy_as_otlp_logs() {
         send(1.0, &mut i).await;
     }
     received
-        .wait_for("PROBATION -> HEALTHY", Duration::from_secs(30), |r| {
-            r.log_records()
-                .iter()
-                .any(|l| {
-                    event_name(l) == "agent_immune.lifecycle"
-                        && attr_str(l, "agent_immune.from") == Some("PROBATION")
-                        && attr_str(l, "agent_immune.to") == Some("HEALTHY")
-                })
-                .then_some(())
+        .wait_for_record("PROBATION -> HEALTHY", Duration::from_secs(30), |l| {
+            is_transition(l, "PROBATION", "HEALTHY")
         })
         .await;
 

@@ -6,7 +6,6 @@
 mod common;
 
 use agent_immune::pipeline::service::Service;
-use common::event_name;
 use common::pipeline::TestPipeline;
 use std::time::Duration;
 
@@ -53,12 +52,7 @@ async fn anomalous_agent_behind_the_proxy_is_quarantined_at_the_gateway() {
         call(4800).await;
     }
     received
-        .wait_for("the quarantine event", Duration::from_secs(20), |r| {
-            r.log_records()
-                .iter()
-                .any(|l| event_name(l) == "agent_immune.quarantine")
-                .then_some(())
-        })
+        .wait_for_event("agent_immune.quarantine", Duration::from_secs(20))
         .await;
     let resp = call(1600).await;
     assert_eq!(resp.status().as_u16(), 503);
@@ -70,12 +64,7 @@ async fn anomalous_agent_behind_the_proxy_is_quarantined_at_the_gateway() {
     // The gateway acted before the event was exported: wait for both.
     for wanted in ["agent_immune.infection", "agent_immune.quarantine"] {
         received
-            .wait_for(wanted, Duration::from_secs(10), |r| {
-                r.log_records()
-                    .iter()
-                    .any(|l| event_name(l) == wanted)
-                    .then_some(())
-            })
+            .wait_for_event(wanted, Duration::from_secs(10))
             .await;
     }
     service.shutdown(Duration::from_secs(5)).await;

@@ -75,6 +75,25 @@ impl Received {
             }
         }
     }
+
+    /// Waits for the first log record that `matches`, as `wait_for`.
+    pub async fn wait_for_record(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&LogRecord) -> bool,
+    ) -> LogRecord {
+        self.wait_for(what, timeout, |r| {
+            r.log_records().into_iter().find(|l| matches(l))
+        })
+        .await
+    }
+
+    /// Waits for the first event named `name` (`agent_immune.quarantine`).
+    pub async fn wait_for_event(&self, name: &str, timeout: Duration) -> LogRecord {
+        self.wait_for_record(name, timeout, |l| event_name(l) == name)
+            .await
+    }
 }
 
 struct Sink(Arc<Received>);
@@ -145,6 +164,13 @@ pub fn attr_str<'a>(record: &'a LogRecord, key: &str) -> Option<&'a str> {
         Some(Value::StringValue(s)) => Some(s),
         _ => None,
     }
+}
+
+/// Whether `record` is the lifecycle event of the move `from` → `to`.
+pub fn is_transition(record: &LogRecord, from: &str, to: &str) -> bool {
+    event_name(record) == "agent_immune.lifecycle"
+        && attr_str(record, "agent_immune.from") == Some(from)
+        && attr_str(record, "agent_immune.to") == Some(to)
 }
 
 pub fn event_name(record: &LogRecord) -> &str {
