@@ -4,8 +4,8 @@
 //! (served by its supervisor process, which still answers while the agent
 //! is stopped), and resumed (SIGCONT) into probation and back to healthy.
 //! agent-immune learns the agent's pid from its spans: the SDK's process
-//! resource detector puts `process.pid` on them, and the process target
-//! is configured with `resource_pids` only.
+//! and host resource detectors put `process.pid` and `host.name` on them,
+//! and the process target is configured with `resource_pids` only.
 
 mod common;
 
@@ -45,10 +45,25 @@ struct Started {
     control_port: u16,
 }
 
+/// Kills the agent's supervisor (a separate process serving the control
+/// API) however the test ends, so no process outlives it.
+struct Supervisor(std::path::PathBuf);
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0.join("control.pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anomalous_agent_is_stopped_healed_over_http_and_resumed() {
     let workdir = tempfile::tempdir().unwrap();
     let dir = workdir.path();
+    let _supervisor = Supervisor(dir.to_path_buf());
     // Healing calls wait while this file exists, so the stopped agent can
     // be looked at.
     std::fs::write(dir.join("hold"), b"").unwrap();
@@ -56,7 +71,7 @@ async fn anomalous_agent_is_stopped_healed_over_http_and_resumed() {
         .arg(common::python_script("controlled_agent.py"))
         .arg(dir)
         .arg("25")
-        .env("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "otel,process")
+        .env("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "otel,process,host")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -171,11 +186,6 @@ default = "composite"
 
     std::fs::write(dir.join("stop"), b"").unwrap();
     let status = tokio::time::timeout(Duration::from_secs(30), agent.wait()).await;
-    if let Ok(pid) = std::fs::read_to_string(dir.join("control.pid")) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", pid.trim()])
-            .status();
-    }
     assert!(status.is_ok(), "agent did not stop");
     service.shutdown(Duration::from_secs(5)).await;
     assert!(Path::new(&control_log).exists());

@@ -363,6 +363,7 @@ fn parse_record(
         cost_usd: r.number("cost", MAX_COST)?.unwrap_or(0.0),
         model: r.text("model", MAX_TEXT_CHARS)?,
         prompt_hash: r.text("prompt_hash", MAX_TEXT_CHARS)?,
+        resource: Vec::new(),
     })
 }
 

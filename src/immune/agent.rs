@@ -41,6 +41,9 @@ pub struct AgentRecord {
     /// The fleet exchange count when the agent became SUSPECTED (not
     /// stored: exchanges count from zero again after a restart).
     pub suspected_at_exchange: u64,
+    /// A drain is called for but waits for the fleet's view (see
+    /// `correlation_hold`); not stored.
+    pub drain_held: bool,
 }
 
 impl AgentRecord {
@@ -61,6 +64,7 @@ impl AgentRecord {
             last_evaluation: None,
             last_seen: now,
             suspected_at_exchange: 0,
+            drain_held: false,
         }
     }
 }

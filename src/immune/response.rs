@@ -116,6 +116,7 @@ pub fn transition(
 }
 
 fn end_episode(agent: &mut AgentRecord) {
+    agent.drain_held = false;
     if let Some(ep) = agent.episode.take() {
         agent.last_diagnosis = ep.diagnosis().or(agent.last_diagnosis);
     }
@@ -185,23 +186,59 @@ fn watch(
         None => confirm(id, agent, evaluation, vitals, counted, ctx),
     }
 
-    // Only the sustained view moves an agent on: a single turn, however
-    // extreme, never quarantines by itself.
-    let by_ticks = agent.sustained_ticks >= config.suspect_ticks;
-    let by_severity = evaluation.max_sustained_deviation > config.severe_sigma;
-    if !(by_ticks || by_severity) {
-        return;
+    if let Some(reason) = drain_called_for(agent, evaluation, config) {
+        agent.drain_held = true;
+        try_drain(id, agent, evaluation.anomalies, counted, &reason, ctx);
     }
+}
+
+/// Why the agent should be drained, if it should. Only the sustained view
+/// moves an agent on: a single turn, however extreme, never quarantines by
+/// itself.
+fn drain_called_for(
+    agent: &AgentRecord,
+    evaluation: &Evaluation,
+    config: &ImmuneConfig,
+) -> Option<String> {
+    if agent.sustained_ticks >= config.suspect_ticks {
+        Some(format!(
+            "sustained view anomalous on {} evaluations",
+            agent.sustained_ticks
+        ))
+    } else if evaluation.max_sustained_deviation > config.severe_sigma {
+        Some(format!(
+            "sustained deviation {:.1}σ beyond severe {}σ",
+            evaluation.max_sustained_deviation, config.severe_sigma
+        ))
+    } else {
+        None
+    }
+}
+
+/// Drains the SUSPECTED agent unless the fleet may not have shown the same
+/// anomaly yet (then `tick` or the next turn decides) or already shows it
+/// (an external cause: the correlation event is the alert).
+fn try_drain(
+    id: &str,
+    agent: &mut AgentRecord,
+    anomalies: AnomalySet,
+    counted: AnomalySet,
+    reason: &str,
+    ctx: &mut Ctx,
+) {
+    let config = ctx.config;
     let confirmed_at = agent.episode.as_ref().map_or(ctx.now, |e| e.started);
     let unseen_by_fleet = ctx.now < confirmed_at.saturating_add(nanos(config.correlation_hold))
         || (ctx.external.is_some()
             && ctx.exchanges() < agent.suspected_at_exchange + EXCHANGES_BEFORE_DRAIN);
     if unseen_by_fleet {
         // The peers' turns, or the other shards' view of them, may not be
-        // in yet; the next anomalous turn decides.
+        // in yet.
+        ctx.timed.insert(id.to_string());
         return;
     }
-    let verdict = correlator::correlate(evaluation.anomalies, counted, true, &ctx.fleet(), config);
+    agent.drain_held = false;
+    let verdict = correlator::correlate(anomalies, counted, true, &ctx.fleet(), config);
     let shift = ctx.fleet().confidence_shift;
     let link = agent.link();
     let Some(ep) = agent.episode.as_mut() else {
@@ -209,7 +246,7 @@ fn watch(
     };
     if verdict.scope != ep.correlation.scope {
         ep.correlation = verdict;
-        ep.hypotheses = diagnosis::diagnose(evaluation.anomalies, &verdict, &shift);
+        ep.hypotheses = diagnosis::diagnose(anomalies, &verdict, &shift);
         ep.hypothesis = 0;
         ctx.events
             .push(report::correlation(id, link, &verdict, ctx.now));
@@ -217,21 +254,9 @@ fn watch(
             .push(report::diagnosis(id, link, &ep.hypotheses, ctx.now));
     }
     if verdict.scope == Scope::FleetWide {
-        // An external cause: the correlation event is the alert.
         return;
     }
-    let reason = if by_ticks {
-        format!(
-            "sustained view anomalous on {} evaluations",
-            agent.sustained_ticks
-        )
-    } else {
-        format!(
-            "sustained deviation {:.1}σ beyond severe {}σ",
-            evaluation.max_sustained_deviation, config.severe_sigma
-        )
-    };
-    start_drain(id, agent, &reason, ctx);
+    start_drain(id, agent, reason, ctx);
 }
 
 /// Confirms the infection when the rules say so: infection, correlation
@@ -539,7 +564,23 @@ pub fn on_tick(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) {
     if release_for_external_cause(id, agent, ctx) {
         return;
     }
+    if !watched_on_tick(agent.state) {
+        ctx.timed.remove(id);
+    }
     match agent.state {
+        // A drain held for the fleet's view, decided once the hold is
+        // over even when the agent sends no more turns.
+        Suspected if agent.drain_held => {
+            let held = agent.last_evaluation.as_ref().and_then(|evaluation| {
+                drain_called_for(agent, evaluation, config).map(|r| (evaluation.anomalies, r))
+            });
+            match held {
+                Some((anomalies, reason)) => {
+                    try_drain(id, agent, anomalies, agent.showing, &reason, ctx)
+                }
+                None => agent.drain_held = false,
+            }
+        }
         Draining if ctx.now >= agent.since.saturating_add(nanos(config.drain_timeout)) => {
             let reason = format!(
                 "drain timeout {} elapsed",
@@ -1560,7 +1601,7 @@ mod tests {
         let mut fleet: Vec<SimAgent> = (0..10)
             .map(|i| SimAgent::new(&format!("agent-{i}"), 300 + i))
             .collect();
-        let mut round = |a: &mut Harness, b: &mut Harness, fleet: &mut [SimAgent]| {
+        let round = |a: &mut Harness, b: &mut Harness, fleet: &mut [SimAgent]| {
             for (i, agent) in fleet.iter_mut().enumerate() {
                 let v = agent.next_turn();
                 if i < 5 {
@@ -1635,5 +1676,27 @@ mod tests {
             (20_000_000_000..22_000_000_000).contains(&waited),
             "drained {waited} ns after the infection"
         );
+    }
+
+    #[test]
+    fn a_held_drain_is_decided_on_tick_when_the_agent_goes_quiet() {
+        let mut h = Harness::with(ImmuneConfig {
+            correlation_hold: Duration::from_secs(20),
+            ..lenient()
+        });
+        let mut agent = SimAgent::new("burst", 17);
+        h.healthy(&mut agent, 100);
+        agent.latency_ms *= 3.0;
+        // A burst of sick turns, one a second, then silence.
+        for _ in 0..8 {
+            let v = agent.next_turn();
+            h.turn(&v);
+        }
+        assert_eq!(state(&h, "burst"), Suspected);
+        h.wait(5);
+        assert_eq!(state(&h, "burst"), Suspected, "still within the hold");
+        h.wait(15);
+        assert_eq!(state(&h, "burst"), Draining);
+        assert!(matches!(h.last_effect(), Some(Effect::Drain { .. })));
     }
 }

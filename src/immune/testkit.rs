@@ -129,6 +129,7 @@ impl SimAgent {
             cost_usd: input as f64 * PRICE_IN + output as f64 * PRICE_OUT,
             model: Some("gpt-4o".to_string()),
             prompt_hash: self.prompt_hash.clone(),
+            resource: Vec::new(),
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct Vitals {
     pub model: Option<String>,
     /// SHA-256 (hex) of the system instructions, where content is captured.
     pub prompt_hash: Option<String>,
+    /// The agent's resource attributes enforcement reads (`process.pid`,
+    /// `k8s.deployment.name`, ...), as text; empty unless an executor or
+    /// routing rule needs them. Not judged.
+    pub resource: Vec<(String, String)>,
 }
 
 impl Vitals {

@@ -431,7 +431,8 @@ async fn start_detection(
     };
     let shards = config.service.shard_count();
     let tick = (turns.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let recogniser = Arc::new(Recogniser::new(&genai));
+    let recogniser =
+        Arc::new(Recogniser::new(&genai).keeping_resource(config.executors.resource_keys()));
     let board = Arc::new(FleetBoard::new(shards));
     let mut span_senders = Vec::with_capacity(shards);
     let mut span_receivers = Vec::with_capacity(shards);

@@ -358,6 +358,9 @@ impl Shard {
         if let Effect::Heal { diagnosis, .. } = &effect {
             request.diagnosis = Some(diagnosis.as_str().to_string());
         }
+        if let Some(vitals) = self.core.last_vitals(&agent_id) {
+            request.resource = vitals.resource.iter().cloned().collect();
+        }
         request.reason = format!("{} by agent-immune", effect.action());
         request.event_id = format!(
             "{}-{}-attempt-{}",

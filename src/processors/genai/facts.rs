@@ -26,6 +26,10 @@ pub struct ResourceFacts {
     pub service_name: Box<str>,
     /// The first configured identity attribute found on the resource.
     pub agent: Option<Box<str>>,
+    /// The resource attributes enforcement reads (`process.pid`,
+    /// `k8s.deployment.name`, ...: the executors' `resource_keys`), as
+    /// text. Empty unless routing or a target needs them.
+    pub kept: Box<[(Box<str>, Box<str>)]>,
 }
 
 /// The compact facts of one span.

@@ -11,7 +11,7 @@ use super::intern::Interner;
 use super::price::{PriceTable, TokenUsage};
 use super::scan::{Scan, split_index};
 use super::value::{
-    MAX_NAME_BYTES, as_cost, as_count, as_http_status, as_name, as_str,
+    MAX_NAME_BYTES, as_cost, as_count, as_http_status, as_name, as_str, as_text,
     finish_reasons_say_tool_calls, is_tool_calls_reason, truncated,
 };
 use crate::immune::vitals::{SpanId, TraceId};
@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Recogniser {
     extra_identity_keys: Vec<String>,
     placeholders: Vec<String>,
+    /// Resource attributes kept for enforcement.
+    resource_keys: Vec<String>,
     prices: PriceTable,
     spans: AtomicU64,
     invalid_spans: AtomicU64,
@@ -47,10 +49,18 @@ impl Recogniser {
         Self {
             extra_identity_keys: config.agent_id_attributes.clone(),
             placeholders: config.placeholder_agents.clone(),
+            resource_keys: Vec::new(),
             prices: PriceTable::new(&config.prices),
             spans: AtomicU64::new(0),
             invalid_spans: AtomicU64::new(0),
         }
+    }
+
+    /// Also keeps these resource attributes of every span (what the
+    /// executors route and act on).
+    pub fn keeping_resource(mut self, keys: impl IntoIterator<Item = String>) -> Self {
+        self.resource_keys = keys.into_iter().collect();
+        self
     }
 
     pub fn stats(&self) -> RecogniserStats {
@@ -98,9 +108,21 @@ impl Recogniser {
             .filter_map(|key| find(attributes, key).and_then(as_name))
             .find(|name| !self.is_placeholder(name))
             .map(|name| Box::from(truncated(name, MAX_NAME_BYTES)));
+        let kept = self
+            .resource_keys
+            .iter()
+            .filter_map(|key| {
+                let value = find(attributes, key).and_then(as_text)?;
+                Some((
+                    Box::from(key.as_str()),
+                    Box::from(truncated(&value, MAX_NAME_BYTES)),
+                ))
+            })
+            .collect();
         ResourceFacts {
             service_name: Box::from(service_name),
             agent,
+            kept,
         }
     }
 

@@ -616,3 +616,39 @@ fn system_prompt_sources_agree() {
         "only calls and agents carry a prompt"
     );
 }
+
+#[test]
+fn resource_attributes_enforcement_reads_are_kept_as_text_and_nothing_else() {
+    let req = request_with_resource(
+        vec![
+            kv_str("service.name", "svc"),
+            kv_i64("process.pid", 4242),
+            kv_str("k8s.deployment.name", &"d".repeat(1000)),
+            kv_str("host.name", "   "),
+            kv_str("not.asked", "x"),
+        ],
+        vec![span(1, 1, None, "a", (0, 1), vec![])],
+    );
+    let recogniser = Recogniser::new(&GenaiConfig::default()).keeping_resource(
+        ["process.pid", "k8s.deployment.name", "host.name", "absent"].map(String::from),
+    );
+    let mut facts = Vec::new();
+    recogniser.recognise(&req, &mut facts);
+    let kept: Vec<(&str, &str)> = facts[0]
+        .resource
+        .kept
+        .iter()
+        .map(|(k, v)| (&**k, &**v))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[0], ("process.pid", "4242"));
+    assert_eq!(kept[1].0, "k8s.deployment.name");
+    assert_eq!(kept[1].1.len(), 256, "cut like every name");
+    // By default nothing is kept.
+    assert!(
+        recognise_with(&GenaiConfig::default(), &req)[0]
+            .resource
+            .kept
+            .is_empty()
+    );
+}

@@ -19,6 +19,21 @@ pub fn as_str(v: &AnyValue) -> Option<&str> {
     }
 }
 
+/// A scalar value as text (a pid is an int, a namespace a string); `None`
+/// for arrays, maps, bytes and empty strings.
+pub fn as_text(v: &AnyValue) -> Option<String> {
+    match &v.value {
+        Some(Value::StringValue(s)) => {
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.to_string())
+        }
+        Some(Value::IntValue(i)) => Some(i.to_string()),
+        Some(Value::BoolValue(b)) => Some(b.to_string()),
+        Some(Value::DoubleValue(d)) if d.is_finite() => Some(d.to_string()),
+        _ => None,
+    }
+}
+
 /// A non-empty, trimmed string.
 pub fn as_name(v: &AnyValue) -> Option<&str> {
     as_str(v).map(str::trim).filter(|s| !s.is_empty())

@@ -596,3 +596,24 @@ fn synthetic_traces_give_the_vitals_they_describe() {
     assert_eq!(out[0].agent_id, "app");
     assert!(!out[0].usage_known);
 }
+
+#[test]
+fn a_turn_carries_the_resource_attributes_enforcement_reads() {
+    let req = crate::testdata::request_with_resource(
+        vec![kv_str("service.name", "svc"), kv_i64("process.pid", 77)],
+        vec![
+            span(1, 2, Some(1), "chat", (10, 20), chat(5, 5)),
+            span(1, 1, None, "invoke_agent", (0, 30), agent("pid-agent")),
+        ],
+    );
+    let mut spans = Vec::new();
+    Recogniser::new(&GenaiConfig::default())
+        .keeping_resource(["process.pid".to_string()])
+        .recognise(&req, &mut spans);
+    let mut out = Vec::new();
+    turns_of_trace(spans, &mut out);
+    assert_eq!(
+        by_agent(&out, "pid-agent").resource,
+        [("process.pid".to_string(), "77".to_string())]
+    );
+}

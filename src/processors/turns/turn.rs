@@ -306,6 +306,13 @@ fn turn_vitals(
                 .find_map(|s| s.prompt_hash)
         });
     vitals.prompt_hash = hash.map(hex::encode);
+    let representative = first_llm.unwrap_or(members[0] as usize);
+    vitals.resource = spans[representative]
+        .resource
+        .kept
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     vitals.agent_id = if owner != NONE {
         spans[owner as usize]
             .agent

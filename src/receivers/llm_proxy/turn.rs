@@ -143,6 +143,7 @@ impl FinishedTurn<'_> {
             cost_usd: cost,
             model,
             prompt_hash: self.request.prompt_hash.clone(),
+            resource: Vec::new(),
         }
     }
 }
