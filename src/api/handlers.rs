@@ -127,15 +127,6 @@ pub async fn approvals(
     Ok(Json(out))
 }
 
-/// A command's answer: the agent as it stands after the command.
-async fn after_command(fleet: &Fleet, id: &str) -> Result<Json<AgentView>> {
-    let view = fleet
-        .agent(id)
-        .await?
-        .ok_or_else(|| ApiError::unknown_agent(id))?;
-    Ok(Json(view))
-}
-
 macro_rules! command {
     ($name:ident, $method:ident, $verb:literal) => {
         pub async fn $name(
@@ -144,9 +135,9 @@ macro_rules! command {
         ) -> Result<Json<AgentView>> {
             let id = agent_id(path)?;
             let fleet = state.fleet()?;
-            fleet.$method(&id).await?;
+            let view = fleet.$method(&id).await?;
             tracing::info!(agent = %id, "operator {} through the API", $verb);
-            after_command(fleet, &id).await
+            Ok(Json(view))
         }
     };
 }

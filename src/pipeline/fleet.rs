@@ -92,10 +92,12 @@ pub enum ShardCommand {
     Agent(String, oneshot::Sender<Option<AgentView>>),
     Approvals(oneshot::Sender<(Vec<ApprovalRequest>, Vec<ApprovalRequest>)>),
     Stats(oneshot::Sender<FleetStats>),
-    Approve(String, Reply<()>),
-    Reject(String, Reply<()>),
-    HealNow(String, Reply<()>),
-    ResetBaseline(String, Reply<()>),
+    /// Operator decisions, answered with the agent as the decision left
+    /// it, once the decision is durable.
+    Approve(String, Reply<AgentView>),
+    Reject(String, Reply<AgentView>),
+    HealNow(String, Reply<AgentView>),
+    ResetBaseline(String, Reply<AgentView>),
     Feedback(String, Feedback, Reply<Diagnosis>),
 }
 
@@ -242,25 +244,25 @@ impl Fleet {
         Ok(total)
     }
 
-    pub async fn approve(&self, agent_id: &str) -> Result<(), FleetError> {
+    pub async fn approve(&self, agent_id: &str) -> Result<AgentView, FleetError> {
         let id = agent_id.to_string();
         self.command(agent_id, |tx| ShardCommand::Approve(id, tx))
             .await
     }
 
-    pub async fn reject(&self, agent_id: &str) -> Result<(), FleetError> {
+    pub async fn reject(&self, agent_id: &str) -> Result<AgentView, FleetError> {
         let id = agent_id.to_string();
         self.command(agent_id, |tx| ShardCommand::Reject(id, tx))
             .await
     }
 
-    pub async fn heal_now(&self, agent_id: &str) -> Result<(), FleetError> {
+    pub async fn heal_now(&self, agent_id: &str) -> Result<AgentView, FleetError> {
         let id = agent_id.to_string();
         self.command(agent_id, |tx| ShardCommand::HealNow(id, tx))
             .await
     }
 
-    pub async fn reset_baseline(&self, agent_id: &str) -> Result<(), FleetError> {
+    pub async fn reset_baseline(&self, agent_id: &str) -> Result<AgentView, FleetError> {
         let id = agent_id.to_string();
         self.command(agent_id, |tx| ShardCommand::ResetBaseline(id, tx))
             .await

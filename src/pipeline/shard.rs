@@ -4,9 +4,10 @@
 //! core's effects out to the executors and brings their results back.
 
 use super::detection::agent_shard;
-use super::fleet::{AgentView, FleetStats, RecentEvents, ShardCommand, VitalsView};
+use super::fleet::{AgentView, FleetStats, RecentEvents, Reply, ShardCommand, VitalsView};
 use super::persist::fleet_key;
 use crate::executors::{ActionRequest, Executors};
+use crate::immune::command::CommandError;
 use crate::immune::core::ImmuneCore;
 use crate::immune::effect::Effect;
 use crate::immune::event::Event;
@@ -100,6 +101,9 @@ pub struct Shard {
     pub telemetry: Arc<Telemetry>,
 }
 
+/// An operator decision's answer, sent once the decision is durable.
+type Ack = Box<dyn FnOnce(&Shard) + Send>;
+
 struct Loop {
     sequence: u64,
     events: Vec<Event>,
@@ -152,8 +156,13 @@ impl Shard {
                 command = self.commands.recv(), if commands_open => {
                     match command {
                         Some(command) => {
-                            self.command(command, &mut state.events);
+                            let ack = self.command(command, &mut state.events);
                             self.after_core(&mut state).await;
+                            // Acknowledged once durable, with the agent as
+                            // the command left it.
+                            if let Some(ack) = ack {
+                                ack(&self);
+                            }
                         }
                         None => commands_open = false,
                     }
@@ -238,8 +247,20 @@ impl Shard {
         self.after_core(state).await;
     }
 
-    fn command(&mut self, command: ShardCommand, events: &mut Vec<Event>) {
+    /// Answers reads at once; runs an operator decision and returns its
+    /// acknowledgement, to be sent after the decision is made durable.
+    fn command(&mut self, command: ShardCommand, events: &mut Vec<Event>) -> Option<Ack> {
         let now = now();
+        let ack_view = |id: String, reply: Reply<AgentView>, result: Result<(), CommandError>| {
+            Some(Box::new(move |shard: &Shard| {
+                let answer = result.and_then(|()| {
+                    shard
+                        .view(&id)
+                        .ok_or(CommandError::UnknownAgent(id.clone()))
+                });
+                let _ = reply.send(answer);
+            }) as Ack)
+        };
         // A dropped reply means the requester gave up; nothing to do.
         match command {
             ShardCommand::Agents(reply) => {
@@ -274,21 +295,29 @@ impl Shard {
                 let _ = reply.send(stats);
             }
             ShardCommand::Approve(id, reply) => {
-                let _ = reply.send(self.core.approve(&id, now, events));
+                let result = self.core.approve(&id, now, events);
+                return ack_view(id, reply, result);
             }
             ShardCommand::Reject(id, reply) => {
-                let _ = reply.send(self.core.reject(&id, now, events));
+                let result = self.core.reject(&id, now, events);
+                return ack_view(id, reply, result);
             }
             ShardCommand::HealNow(id, reply) => {
-                let _ = reply.send(self.core.heal_now(&id, now, events));
+                let result = self.core.heal_now(&id, now, events);
+                return ack_view(id, reply, result);
             }
             ShardCommand::ResetBaseline(id, reply) => {
-                let _ = reply.send(self.core.reset_baseline(&id, now, events));
+                let result = self.core.reset_baseline(&id, now, events);
+                return ack_view(id, reply, result);
             }
             ShardCommand::Feedback(id, kind, reply) => {
-                let _ = reply.send(self.core.feedback(&id, kind, now, events));
+                let result = self.core.feedback(&id, kind, now, events);
+                return Some(Box::new(move |_: &Shard| {
+                    let _ = reply.send(result);
+                }));
             }
         }
+        None
     }
 
     fn view(&self, id: &str) -> Option<AgentView> {
