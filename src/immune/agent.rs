@@ -44,6 +44,9 @@ pub struct AgentRecord {
     /// A drain is called for but waits for the fleet's view (see
     /// `correlation_hold`); not stored.
     pub drain_held: bool,
+    /// Our clock minus the agent's (plus transit), from the latest turn
+    /// while it ran freely: places its turns on our timeline. Not stored.
+    pub clock_offset: i64,
 }
 
 impl AgentRecord {
@@ -65,6 +68,7 @@ impl AgentRecord {
             last_seen: now,
             suspected_at_exchange: 0,
             drain_held: false,
+            clock_offset: 0,
         }
     }
 }

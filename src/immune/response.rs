@@ -1699,4 +1699,48 @@ mod tests {
         assert_eq!(state(&h, "burst"), Draining);
         assert!(matches!(h.last_effect(), Some(Effect::Drain { .. })));
     }
+
+    #[test]
+    fn probation_reads_a_skewed_agent_clock_on_the_agents_own_timeline() {
+        const HOUR: u64 = 3_600_000_000_000;
+        for skew in [-1i64, 1] {
+            let mut h = Harness::with(lenient());
+            let mut agent = SimAgent::new("skewed", 18);
+            // Every turn ends an hour off our clock.
+            let mut turn = |h: &mut Harness, agent: &mut SimAgent, ended_secs_ago: u64| {
+                h.now += 1_000_000_000;
+                let ours = h.now - ended_secs_ago * 1_000_000_000;
+                let v = Vitals {
+                    end_time: if skew < 0 { ours - HOUR } else { ours + HOUR },
+                    ..agent.next_turn()
+                };
+                let mut out = Vec::new();
+                h.core.observe(&v, h.now, &mut out);
+                h.events.extend(out);
+                h.effects.extend(h.core.drain_effects());
+            };
+            for _ in 0..100 {
+                turn(&mut h, &mut agent, 0);
+            }
+            agent.latency_ms *= 2.5;
+            while state(&h, "skewed") != Draining {
+                turn(&mut h, &mut agent, 0);
+            }
+            h.wait(30);
+            let heal = last_heal(&h);
+            h.result(&heal, true);
+            assert_eq!(state(&h, "skewed"), Probation, "skew {skew}");
+            // Sick turns lived before the heal arrive late: ignored.
+            for _ in 0..20 {
+                turn(&mut h, &mut agent, 60);
+            }
+            assert_eq!(state(&h, "skewed"), Probation, "skew {skew}");
+            // Fresh healed turns pass probation.
+            agent.latency_ms /= 2.5;
+            for _ in 0..10 {
+                turn(&mut h, &mut agent, 0);
+            }
+            assert_eq!(state(&h, "skewed"), Healthy, "skew {skew}");
+        }
+    }
 }
