@@ -1707,7 +1707,7 @@ mod tests {
             let mut h = Harness::with(lenient());
             let mut agent = SimAgent::new("skewed", 18);
             // Every turn ends an hour off our clock.
-            let mut turn = |h: &mut Harness, agent: &mut SimAgent, ended_secs_ago: u64| {
+            let turn = |h: &mut Harness, agent: &mut SimAgent, ended_secs_ago: u64| {
                 h.now += 1_000_000_000;
                 let ours = h.now - ended_secs_ago * 1_000_000_000;
                 let v = Vitals {
