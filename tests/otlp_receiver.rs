@@ -73,13 +73,22 @@ static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct Recorder {
     got: Mutex<Vec<Received>>,
     refuse: Option<Refused>,
+    /// Refused before decoding (a saturated pipeline).
+    saturated: Option<Refused>,
 }
 
 impl Recorder {
     fn refusing(refused: Refused) -> Arc<Self> {
         Arc::new(Self {
-            got: Mutex::default(),
             refuse: Some(refused),
+            ..Self::default()
+        })
+    }
+
+    fn saturated(refused: Refused) -> Arc<Self> {
+        Arc::new(Self {
+            saturated: Some(refused),
+            ..Self::default()
         })
     }
     fn take(&self) -> Vec<Received> {
@@ -88,7 +97,12 @@ impl Recorder {
 }
 
 impl Consumer for Recorder {
+    fn has_room(&self) -> Result<(), Refused> {
+        self.saturated.clone().map_or(Ok(()), Err)
+    }
+
     fn consume(&self, received: Received) -> Result<(), Refused> {
+        assert!(self.saturated.is_none(), "decoded although saturated");
         if let Some(refused) = &self.refuse {
             return Err(refused.clone());
         }
@@ -378,6 +392,42 @@ async fn grpc_backpressure_is_resource_exhausted_with_retry_info() {
     assert_eq!(retry_delay_of(&status), Some(Duration::from_secs(1)));
     assert_eq!(h.telemetry.receiver.refused.traces.get(), 2);
     assert_eq!(h.telemetry.receiver.accepted.traces.get(), 0);
+}
+
+#[tokio::test]
+async fn a_saturated_pipeline_refuses_before_decoding_and_counts_what_it_refused() {
+    let h = Harness::with(
+        OtlpReceiverConfig::default(),
+        Recorder::saturated(Refused::Backpressure("detection queue is full".into())),
+        true,
+    )
+    .await;
+    let mut client = TraceServiceClient::connect(h.grpc_url()).await.unwrap();
+    let status = client.export(chat_request()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(retry_delay_of(&status), Some(Duration::from_secs(1)));
+    assert_eq!(
+        h.telemetry.receiver.refused.traces.get(),
+        2,
+        "spans walked, not decoded"
+    );
+    // Bytes that would not decode are refused as retryable, not rejected:
+    // nothing was decoded.
+    let status = h
+        .grpc_raw(Signal::Traces, Bytes::from_static(&[0x0a, 0x05, 0x01]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(h.telemetry.receiver.malformed_requests.get(), 0);
+    let response = h
+        .post(
+            "/v1/traces",
+            "application/x-protobuf",
+            chat_request().encode_to_vec(),
+        )
+        .await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(h.telemetry.receiver.refused.traces.get(), 4);
 }
 
 #[tokio::test]

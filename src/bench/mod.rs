@@ -8,12 +8,11 @@ mod events;
 mod latency;
 mod load;
 mod memory;
-mod protowalk;
 mod sink;
 mod target;
 mod throughput;
 
-pub use protowalk::count_spans;
+pub use crate::receivers::otlp::protowalk::count_spans;
 
 /// Wall-clock time in Unix nanoseconds, for span timestamps.
 fn wall_clock() -> u64 {

@@ -2,8 +2,8 @@
 //! that takes traces and logs as raw bytes, counts spans without decoding
 //! them, and hands log requests (immune events) to an observer.
 
-use super::protowalk::{count_log_records, count_spans};
 use crate::pipeline::consumer::Signal;
+use crate::receivers::otlp::protowalk::{count_log_records, count_spans};
 use crate::receivers::otlp::raw_codec::RawBytesCodec;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;

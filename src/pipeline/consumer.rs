@@ -73,6 +73,13 @@ pub enum Refused {
 /// request (queued for every exporter and for detection) or refuses it whole.
 pub trait Consumer: Send + Sync + 'static {
     fn consume(&self, received: Received) -> Result<(), Refused>;
+
+    /// A cheap look, before a request is decoded, at whether it could be
+    /// taken now: under load a refusal must not cost a decode. Advisory
+    /// (`consume` still reserves); the default always has room.
+    fn has_room(&self) -> Result<(), Refused> {
+        Ok(())
+    }
 }
 
 /// A stage that accepts vitals assembled elsewhere (the LLM proxy, the JSON

@@ -14,6 +14,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+const DETECTION_FULL: &str = "detection queue is full";
+
 /// Which shard owns a trace: its id is random, so its first bytes spread
 /// traces evenly without hashing.
 pub fn trace_shard(trace_id: &[u8; 16], shards: usize) -> usize {
@@ -71,6 +73,15 @@ impl DetectionRouter {
         }
     }
 
+    /// Whether a request could be taken now: with `refuse`, not while any
+    /// shard's queue is full (a request of many traces reaches every shard).
+    pub fn has_room(&self) -> Result<(), Refused> {
+        if self.when_full == WhenFull::Refuse && self.shards.iter().any(|s| s.capacity() == 0) {
+            return Err(Refused::Backpressure(DETECTION_FULL.to_string()));
+        }
+        Ok(())
+    }
+
     /// Recognises the request's spans and reserves room for them in every
     /// shard they go to. With `refuse`, a full shard refuses the request
     /// (retryable); with `drop`, its spans skip detection and are counted.
@@ -98,7 +109,7 @@ impl DetectionRouter {
                 Ok(permit) => sends.push((permit, batch)),
                 Err(mpsc::error::TrySendError::Full(())) => match self.when_full {
                     WhenFull::Refuse => {
-                        return Err(Refused::Backpressure("detection queue is full".to_string()));
+                        return Err(Refused::Backpressure(DETECTION_FULL.to_string()));
                     }
                     WhenFull::Drop => self
                         .telemetry

@@ -41,7 +41,31 @@ impl SignalPipeline {
     }
 }
 
+impl SignalPipeline {
+    fn full_queue(&self, queue: &ForwardQueue) -> Refused {
+        Refused::Backpressure(format!(
+            "pipeline {}: sending queue of exporter {} is full",
+            self.name, queue.exporter
+        ))
+    }
+}
+
 impl Consumer for SignalPipeline {
+    fn has_room(&self) -> Result<(), Refused> {
+        for queue in &self.forward {
+            if queue.sender.is_closed() {
+                return Err(Refused::Unavailable);
+            }
+            if queue.sender.capacity() == 0 {
+                return Err(self.full_queue(queue));
+            }
+        }
+        match &self.detection {
+            Some(router) => router.has_room(),
+            None => Ok(()),
+        }
+    }
+
     fn consume(&self, received: Received) -> Result<(), Refused> {
         let mut permits = Vec::with_capacity(self.forward.len());
         for queue in &self.forward {
@@ -49,10 +73,7 @@ impl Consumer for SignalPipeline {
                 Ok(permit) => permits.push(permit),
                 Err(mpsc::error::TrySendError::Full(())) => {
                     self.telemetry.forward.enqueue_failed.add(received.items);
-                    return Err(Refused::Backpressure(format!(
-                        "pipeline {}: sending queue of exporter {} is full",
-                        self.name, queue.exporter
-                    )));
+                    return Err(self.full_queue(queue));
                 }
                 Err(mpsc::error::TrySendError::Closed(())) => return Err(Refused::Unavailable),
             }
@@ -75,5 +96,64 @@ impl Consumer for SignalPipeline {
             prepared.send();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::service::WhenFull;
+    use crate::processors::genai::Recogniser;
+    use crate::processors::genai::config::GenaiConfig;
+
+    /// A pipeline whose detection shard is full, with `forward_room` (0 or 1)
+    /// room in its forwarding queue; the receivers keep the queues open.
+    fn pipeline(forward_room: usize, when_full: WhenFull) -> (SignalPipeline, impl Sized) {
+        let telemetry = Arc::new(Telemetry::default());
+        let (forward, forward_rx) = mpsc::channel(1);
+        if forward_room == 0 {
+            forward
+                .try_send(ForwardItem {
+                    signal: crate::pipeline::consumer::Signal::Traces,
+                    protobuf: bytes::Bytes::new(),
+                    items: 0,
+                })
+                .ok();
+        }
+        let (shard, shard_rx) = mpsc::channel(1);
+        shard.try_send(Vec::new()).ok();
+        let router = DetectionRouter::new(
+            Arc::new(Recogniser::new(&GenaiConfig::default())),
+            vec![shard],
+            when_full,
+            telemetry.clone(),
+        );
+        let queue = ForwardQueue {
+            exporter: "otlp_forward".into(),
+            sender: forward,
+        };
+        let pipeline = SignalPipeline::new("traces".into(), vec![queue], Some(router), telemetry);
+        (pipeline, (forward_rx, shard_rx))
+    }
+
+    #[test]
+    fn room_is_looked_at_before_decoding_in_every_queue() {
+        // The detection shard is full: refused when refusing, not when
+        // dropping detection input.
+        let (p, _rx) = pipeline(1, WhenFull::Refuse);
+        let refused = p.has_room().unwrap_err();
+        assert_eq!(
+            refused,
+            Refused::Backpressure("detection queue is full".into())
+        );
+        let (p, _rx) = pipeline(1, WhenFull::Drop);
+        assert_eq!(p.has_room(), Ok(()));
+        // A full forwarding queue refuses whatever detection does.
+        let (p, _rx) = pipeline(0, WhenFull::Drop);
+        let refused = p.has_room().unwrap_err();
+        assert!(
+            refused.to_string().contains("exporter otlp_forward"),
+            "{refused}"
+        );
     }
 }

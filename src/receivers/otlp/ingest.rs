@@ -99,6 +99,12 @@ impl Ingest {
         payload: Payload<'_>,
     ) -> Result<(), Rejection> {
         let consumer = self.consumer(signal, protocol)?;
+        if let (Err(refused), Payload::Protobuf(bytes)) = (consumer.has_room(), &payload) {
+            // Saturated: refused before decoding, its items counted by a
+            // walk over the bytes (JSON is decoded and refused as usual).
+            let items = super::protowalk::count_items(signal, bytes).unwrap_or(0);
+            return Err(self.refuse(signal, protocol, items, refused));
+        }
         let (bytes, decoded) = match payload {
             Payload::Protobuf(bytes) => (bytes.len(), decode::from_protobuf(signal, bytes)),
             Payload::Json(body) => (body.len(), decode::from_json(signal, body)),
@@ -127,16 +133,24 @@ impl Ingest {
                 );
                 Ok(())
             }
-            Err(refused) => {
-                self.telemetry.receiver.refused.get(signal).add(items);
-                tracing::warn!(
-                    signal = signal.as_str(),
-                    protocol,
-                    items,
-                    "OTLP request refused: {refused}"
-                );
-                Err(Rejection::Refused(refused))
-            }
+            Err(refused) => Err(self.refuse(signal, protocol, items, refused)),
         }
+    }
+
+    fn refuse(
+        &self,
+        signal: Signal,
+        protocol: &'static str,
+        items: u64,
+        refused: Refused,
+    ) -> Rejection {
+        self.telemetry.receiver.refused.get(signal).add(items);
+        tracing::warn!(
+            signal = signal.as_str(),
+            protocol,
+            items,
+            "OTLP request refused: {refused}"
+        );
+        Rejection::Refused(refused)
     }
 }

@@ -16,6 +16,7 @@ mod grpc;
 mod http;
 pub mod inflate;
 mod ingest;
+pub mod protowalk;
 pub mod raw_codec;
 pub mod rpc_status;
 
