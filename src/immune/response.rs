@@ -9,7 +9,7 @@ use super::anomaly::AnomalySet;
 use super::command::CommandError;
 use super::config::ImmuneConfig;
 use super::core::Exchanged;
-use super::correlator::{self, Scope};
+use super::correlator::{self, CorrelationVerdict, Scope};
 use super::diagnosis::{self, Diagnosis, Feedback};
 use super::effect::Effect;
 use super::episode::{Approval, Attempt, Episode, Infection};
@@ -245,18 +245,32 @@ fn try_drain(
         return;
     };
     if verdict.scope != ep.correlation.scope {
-        ep.correlation = verdict;
-        ep.hypotheses = diagnosis::diagnose(anomalies, &verdict, &shift);
-        ep.hypothesis = 0;
-        ctx.events
-            .push(report::correlation(id, link, &verdict, ctx.now));
-        ctx.events
-            .push(report::diagnosis(id, link, &ep.hypotheses, ctx.now));
+        rediagnose(id, link, ep, anomalies, verdict, &shift, ctx);
     }
     if verdict.scope == Scope::FleetWide {
         return;
     }
     start_drain(id, agent, reason, ctx);
+}
+
+/// The correlation changed: the episode is diagnosed again, from its first
+/// hypothesis, with both events.
+fn rediagnose(
+    id: &str,
+    link: report::Link,
+    ep: &mut Episode,
+    anomalies: AnomalySet,
+    verdict: CorrelationVerdict,
+    shift: &[f64; Diagnosis::COUNT],
+    ctx: &mut Ctx,
+) {
+    ep.correlation = verdict;
+    ep.hypotheses = diagnosis::diagnose(anomalies, &verdict, shift);
+    ep.hypothesis = 0;
+    ctx.events
+        .push(report::correlation(id, link, &verdict, ctx.now));
+    ctx.events
+        .push(report::diagnosis(id, link, &ep.hypotheses, ctx.now));
 }
 
 /// Confirms the infection when the rules say so: infection, correlation
@@ -638,14 +652,16 @@ fn release_for_external_cause(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) 
     }
     let link = agent.link();
     if let Some(ep) = agent.episode.as_mut() {
-        ep.correlation = verdict;
-        ep.hypotheses = diagnosis::diagnose(anomalies, &verdict, &fleet.confidence_shift);
-        ep.hypothesis = 0;
         ep.drain = None;
-        ctx.events
-            .push(report::correlation(id, link, &verdict, ctx.now));
-        ctx.events
-            .push(report::diagnosis(id, link, &ep.hypotheses, ctx.now));
+        rediagnose(
+            id,
+            link,
+            ep,
+            anomalies,
+            verdict,
+            &fleet.confidence_shift,
+            ctx,
+        );
     }
     if pending(agent) {
         decide(id, agent, Approval::NotNeeded, report::WITHDRAWN, ctx);
@@ -735,44 +751,35 @@ fn pending(agent: &AgentRecord) -> bool {
 }
 
 pub fn approve(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) -> Result<(), CommandError> {
-    if !pending(agent) {
-        return Err(CommandError::NotPending {
-            agent: id.to_string(),
-            state: agent.state,
-        });
-    }
-    decide(
-        id,
-        agent,
-        Approval::Approved { at: ctx.now },
-        "approved",
-        ctx,
-    );
+    let approved = Approval::Approved { at: ctx.now };
+    decide_pending(id, agent, approved, "approved", ctx)?;
     start_healing(id, agent, ctx);
     Ok(())
 }
 
 pub fn reject(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) -> Result<(), CommandError> {
+    let rejected = Approval::Rejected { at: ctx.now };
+    decide_pending(id, agent, rejected, "rejected", ctx)?;
+    let reason = "healing rejected by the operator; stays quarantined until heal-now";
+    transition(id, agent, Exhausted, reason, ctx);
+    Ok(())
+}
+
+/// An operator's decision on a pending approval; refused when none is.
+fn decide_pending(
+    id: &str,
+    agent: &mut AgentRecord,
+    approval: Approval,
+    decision: &str,
+    ctx: &mut Ctx,
+) -> Result<(), CommandError> {
     if !pending(agent) {
         return Err(CommandError::NotPending {
             agent: id.to_string(),
             state: agent.state,
         });
     }
-    decide(
-        id,
-        agent,
-        Approval::Rejected { at: ctx.now },
-        "rejected",
-        ctx,
-    );
-    transition(
-        id,
-        agent,
-        Exhausted,
-        "healing rejected by the operator; stays quarantined until heal-now",
-        ctx,
-    );
+    decide(id, agent, approval, decision, ctx);
     Ok(())
 }
 
@@ -1500,21 +1507,20 @@ mod tests {
         fleet
     }
 
-    #[test]
-    fn an_agent_held_before_the_fleet_showed_the_outage_is_released() {
-        let mut h = Harness::new();
-        let mut fleet = learned_fleet(&mut h, 10);
-        // The first agent of an outage is judged alone and quarantined,
-        // with its approval pending (8x latency is severe).
+    /// The first agent of an outage is judged alone and quarantined (8x
+    /// latency is severe: its approval is pending); `meanwhile` runs then;
+    /// its peers' slow turns arrive, the outage shows fleet-wide, a second
+    /// passes.
+    fn outage_seen_late(
+        h: &mut Harness,
+        fleet: &mut [SimAgent],
+        meanwhile: impl FnOnce(&mut Harness),
+    ) {
         fleet[0].latency_ms *= 8.0;
-        until_draining(&mut h, &mut fleet[0]);
+        until_draining(h, &mut fleet[0]);
         h.wait(30);
-        assert_eq!(state(&h, "agent-0"), Quarantined);
-        assert!(matches!(
-            h.core.episode("agent-0").unwrap().approval,
-            Approval::Pending { .. }
-        ));
-        // Its peers' slow turns arrive: the outage shows fleet-wide.
+        assert_eq!(state(h, "agent-0"), Quarantined);
+        meanwhile(h);
         for agent in &mut fleet[1..5] {
             agent.latency_ms *= 8.0;
         }
@@ -1525,6 +1531,18 @@ mod tests {
             }
         }
         h.wait(1);
+    }
+
+    #[test]
+    fn an_agent_held_before_the_fleet_showed_the_outage_is_released() {
+        let mut h = Harness::new();
+        let mut fleet = learned_fleet(&mut h, 10);
+        outage_seen_late(&mut h, &mut fleet, |h| {
+            assert!(matches!(
+                h.core.episode("agent-0").unwrap().approval,
+                Approval::Pending { .. }
+            ));
+        });
         assert_eq!(state(&h, "agent-0"), Suspected);
         let Some(Effect::Release { agent_id, .. }) = h
             .effects
@@ -1567,21 +1585,10 @@ mod tests {
     fn an_operators_rejection_is_not_overridden_by_the_fleet() {
         let mut h = Harness::new();
         let mut fleet = learned_fleet(&mut h, 10);
-        fleet[0].latency_ms *= 8.0;
-        until_draining(&mut h, &mut fleet[0]);
-        h.wait(30);
-        h.command(|c, now, ev| c.reject("agent-0", now, ev))
-            .unwrap();
-        for agent in &mut fleet[1..5] {
-            agent.latency_ms *= 8.0;
-        }
-        for _ in 0..6 {
-            for agent in &mut fleet[1..5] {
-                let v = agent.next_turn();
-                h.turn(&v);
-            }
-        }
-        h.wait(1);
+        outage_seen_late(&mut h, &mut fleet, |h| {
+            h.command(|c, now, ev| c.reject("agent-0", now, ev))
+                .unwrap();
+        });
         assert_eq!(state(&h, "agent-0"), Exhausted);
     }
 
@@ -1653,15 +1660,22 @@ mod tests {
         assert_eq!(state(&a, "agent-1"), Draining);
     }
 
-    #[test]
-    fn the_drain_waits_out_the_correlation_hold() {
+    /// An agent with a learned baseline, now 3x slower, under a 20 s
+    /// correlation hold.
+    fn sick_under_a_long_hold(id: &str, seed: u64) -> (Harness, SimAgent) {
         let mut h = Harness::with(ImmuneConfig {
             correlation_hold: Duration::from_secs(20),
             ..lenient()
         });
-        let mut agent = SimAgent::new("patient", 16);
+        let mut agent = SimAgent::new(id, seed);
         h.healthy(&mut agent, 100);
         agent.latency_ms *= 3.0;
+        (h, agent)
+    }
+
+    #[test]
+    fn the_drain_waits_out_the_correlation_hold() {
+        let (mut h, mut agent) = sick_under_a_long_hold("patient", 16);
         let mut confirmed = None;
         while state(&h, "patient") != Draining {
             let v = agent.next_turn();
@@ -1680,13 +1694,7 @@ mod tests {
 
     #[test]
     fn a_held_drain_is_decided_on_tick_when_the_agent_goes_quiet() {
-        let mut h = Harness::with(ImmuneConfig {
-            correlation_hold: Duration::from_secs(20),
-            ..lenient()
-        });
-        let mut agent = SimAgent::new("burst", 17);
-        h.healthy(&mut agent, 100);
-        agent.latency_ms *= 3.0;
+        let (mut h, mut agent) = sick_under_a_long_hold("burst", 17);
         // A burst of sick turns, one a second, then silence.
         for _ in 0..8 {
             let v = agent.next_turn();
