@@ -17,1342 +17,82 @@
 //! inputs. Never run: the containers themselves, Grafana, Loki, Tempo,
 //! Prometheus, `docker compose up`, `docker build`.
 //!
-//! The YAML files are read by a small reader of the subset they are written
-//! in (no YAML library is a dependency); it refuses anything outside it.
+//! The YAML files are read with serde-saphyr (the compose file with its
+//! compose-style interpolation); the pieces the tests share are in
+//! `tests/deploy_support/`.
 
 mod common;
+mod deploy_support;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use prost::Message;
-use serde_json::{Map, Value};
+use deploy_support::compose::Compose;
+use deploy_support::files::{dashboard, deploy, parse_yaml, port, read, read_yaml, repo};
+use deploy_support::grafana::{
+    DataSource, Query, dashboard_queries, datasource_of_kind, datasource_refs, datasources,
+    grafana_unescape, loki_queries,
+};
+use deploy_support::localizer::{Localizer, port_of};
+use deploy_support::logql_check::logql_problems;
+use deploy_support::processes::{Proc, rotel_agent, wait_listening};
+use deploy_support::records::{of_agent, str_list};
+use deploy_support::stand_ins::fake_loki;
+use deploy_support::{loki_mapping, queries};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::Notify;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn deploy(rel: &str) -> PathBuf {
-    repo().join("deploy").join(rel)
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn read_yaml(rel: &str) -> Value {
-    yaml::parse(&read(&deploy(rel))).unwrap_or_else(|e| panic!("deploy/{rel}: {e}"))
-}
-
-fn dashboard() -> Value {
-    let path = deploy("grafana/dashboards/agent-immune.json");
-    serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Grafana expands `$VAR` in provisioning files; `$$` is a literal `$`.
-fn grafana_unescape(s: &str) -> String {
-    s.replace("$$", "$")
-}
-
-// ---------------------------------------------------------------- YAML subset
-
-/// Block maps and lists, plain / single- / double-quoted scalars, one-line
-/// lists of scalars, comments. Scalars stay strings. Anything else (anchors,
-/// tags, block scalars, flow maps, tabs, duplicate keys, stray indentation)
-/// is an error naming the line.
-mod yaml {
-    use serde_json::{Map, Value};
-
-    struct Line {
-        no: usize,
-        indent: usize,
-        text: String,
-    }
-
-    pub fn parse(src: &str) -> Result<Value, String> {
-        let mut parser = Parser {
-            lines: lines(src)?,
-            i: 0,
-        };
-        let Some(first) = parser.lines.first() else {
-            return Ok(Value::Null);
-        };
-        if first.indent != 0 {
-            return Err(format!("line {}: indented first line", first.no));
-        }
-        let value = parser.block(0)?;
-        match parser.lines.get(parser.i) {
-            Some(line) => Err(format!("line {}: unexpected indentation", line.no)),
-            None => Ok(value),
-        }
-    }
-
-    fn lines(src: &str) -> Result<Vec<Line>, String> {
-        let mut out = Vec::new();
-        for (n, raw) in src.lines().enumerate() {
-            let no = n + 1;
-            let content = strip_comment(raw).trim_end();
-            let text = content.trim_start_matches(' ');
-            if text.is_empty() {
-                continue;
-            }
-            if text.starts_with('\t') {
-                return Err(format!("line {no}: tab in indentation"));
-            }
-            if text == "---" || text == "..." {
-                return Err(format!(
-                    "line {no}: multiple documents are not in the subset"
-                ));
-            }
-            out.push(Line {
-                no,
-                indent: content.len() - text.len(),
-                text: text.to_string(),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Quotes open only where a scalar may start, so `it's` in a plain
-    /// scalar does not.
-    fn starts_token(prev: Option<char>) -> bool {
-        prev.is_none_or(|p| matches!(p, ' ' | '[' | ',' | ':' | '-'))
-    }
-
-    fn strip_comment(line: &str) -> &str {
-        let mut quote: Option<char> = None;
-        let mut escaped = false;
-        let mut prev: Option<char> = None;
-        for (i, c) in line.char_indices() {
-            match quote {
-                Some('"') if escaped => escaped = false,
-                Some('"') if c == '\\' => escaped = true,
-                Some(q) if c == q => quote = None,
-                Some(_) => {}
-                None if (c == '"' || c == '\'') && starts_token(prev) => quote = Some(c),
-                None if c == '#' && prev.is_none_or(|p| p == ' ') => return &line[..i],
-                None => {}
-            }
-            prev = Some(c);
-        }
-        line
-    }
-
-    fn is_item(text: &str) -> bool {
-        text == "-" || text.starts_with("- ")
-    }
-
-    /// `key: rest` or `key:` outside quotes; None for anything else.
-    fn split_key(text: &str) -> Option<(String, &str)> {
-        if text.starts_with(['[', '{', '"', '\'']) {
-            return None;
-        }
-        let bytes = text.as_bytes();
-        let pos = (0..bytes.len())
-            .find(|&i| bytes[i] == b':' && (i + 1 == bytes.len() || bytes[i + 1] == b' '))?;
-        let key = text[..pos].trim();
-        (!key.is_empty()).then(|| (key.to_string(), text[pos + 1..].trim()))
-    }
-
-    fn quoted(text: &str, no: usize) -> Result<(String, usize), String> {
-        let q = text.chars().next().unwrap_or('"');
-        let mut out = String::new();
-        let mut chars = text.char_indices().skip(1).peekable();
-        while let Some((i, c)) = chars.next() {
-            match (q, c) {
-                ('"', '\\') => match chars.next() {
-                    Some((_, '"')) => out.push('"'),
-                    Some((_, '\\')) => out.push('\\'),
-                    Some((_, 'n')) => out.push('\n'),
-                    Some((_, 't')) => out.push('\t'),
-                    Some((_, '/')) => out.push('/'),
-                    other => return Err(format!("line {no}: escape {other:?} not in the subset")),
-                },
-                ('\'', '\'') if chars.peek().is_some_and(|&(_, n)| n == '\'') => {
-                    chars.next();
-                    out.push('\'');
-                }
-                (q, c) if c == q => return Ok((out, i + 1)),
-                (_, c) => out.push(c),
-            }
-        }
-        Err(format!("line {no}: unterminated quoted scalar"))
-    }
-
-    fn scalar(text: &str, no: usize) -> Result<Value, String> {
-        if text.starts_with(['"', '\'']) {
-            let (s, end) = quoted(text, no)?;
-            if !text[end..].trim().is_empty() {
-                return Err(format!("line {no}: text after a quoted scalar"));
-            }
-            return Ok(Value::String(s));
-        }
-        if let Some(inner) = text.strip_prefix('[') {
-            let inner = inner
-                .strip_suffix(']')
-                .ok_or_else(|| format!("line {no}: a flow list must end on its line"))?;
-            return flow_list(inner, no);
-        }
-        if text == "{}" {
-            return Ok(Value::Object(Map::new()));
-        }
-        if text.starts_with(['{', '&', '*', '!', '|', '>', '%', '@', '`']) {
-            return Err(format!("line {no}: {text:?} is not in the subset"));
-        }
-        Ok(Value::String(text.to_string()))
-    }
-
-    fn flow_list(inner: &str, no: usize) -> Result<Value, String> {
-        let mut items = Vec::new();
-        let mut rest = inner.trim();
-        while !rest.is_empty() {
-            let (item, after) = if rest.starts_with(['"', '\'']) {
-                let (s, end) = quoted(rest, no)?;
-                (Value::String(s), rest[end..].trim_start())
-            } else {
-                let end = rest.find(',').unwrap_or(rest.len());
-                let plain = rest[..end].trim();
-                if plain.starts_with(['[', '{']) {
-                    return Err(format!(
-                        "line {no}: nested flow collections are not in the subset"
-                    ));
-                }
-                (scalar(plain, no)?, &rest[end..])
-            };
-            items.push(item);
-            rest = match after.strip_prefix(',') {
-                Some(r) => r.trim_start(),
-                None if after.is_empty() => after,
-                None => return Err(format!("line {no}: expected ',' in a flow list")),
-            };
-        }
-        Ok(Value::Array(items))
-    }
-
-    struct Parser {
-        lines: Vec<Line>,
-        i: usize,
-    }
-
-    impl Parser {
-        fn block(&mut self, indent: usize) -> Result<Value, String> {
-            if is_item(&self.lines[self.i].text) {
-                self.list(indent)
-            } else {
-                self.map(indent)
-            }
-        }
-
-        fn map(&mut self, indent: usize) -> Result<Value, String> {
-            let mut map = Map::new();
-            while let Some(line) = self.lines.get(self.i) {
-                if line.indent < indent {
-                    break;
-                }
-                let no = line.no;
-                if line.indent > indent {
-                    return Err(format!("line {no}: unexpected indentation"));
-                }
-                if is_item(&line.text) {
-                    return Err(format!("line {no}: a list item where a key was expected"));
-                }
-                let (key, rest) = split_key(&line.text)
-                    .ok_or_else(|| format!("line {no}: expected `key: value`"))?;
-                let rest = rest.to_string();
-                self.i += 1;
-                let value = if rest.is_empty() {
-                    self.nested(indent, true)?
-                } else {
-                    scalar(&rest, no)?
-                };
-                if map.insert(key.clone(), value).is_some() {
-                    return Err(format!("line {no}: duplicate key {key:?}"));
-                }
-            }
-            Ok(Value::Object(map))
-        }
-
-        /// The value of `key:` (or of a bare `-`) on the following lines.
-        fn nested(&mut self, indent: usize, list_at_same_indent: bool) -> Result<Value, String> {
-            match self.lines.get(self.i) {
-                Some(next) if next.indent > indent => {
-                    let inner = next.indent;
-                    self.block(inner)
-                }
-                Some(next)
-                    if list_at_same_indent && next.indent == indent && is_item(&next.text) =>
-                {
-                    self.list(indent)
-                }
-                _ => Ok(Value::Null),
-            }
-        }
-
-        fn list(&mut self, indent: usize) -> Result<Value, String> {
-            let mut items = Vec::new();
-            while let Some(line) = self.lines.get(self.i) {
-                if line.indent != indent || !is_item(&line.text) {
-                    if line.indent > indent {
-                        return Err(format!("line {}: unexpected indentation", line.no));
-                    }
-                    break;
-                }
-                let no = line.no;
-                let after = &line.text[1..];
-                let item = after.trim_start().to_string();
-                let inner = indent + 1 + (after.len() - item.len());
-                if item.is_empty() {
-                    self.i += 1;
-                    items.push(self.nested(indent, false)?);
-                } else if split_key(&item).is_some() {
-                    // A map opening on the item's line: its keys line up with the first.
-                    self.lines[self.i] = Line {
-                        no,
-                        indent: inner,
-                        text: item,
-                    };
-                    items.push(self.map(inner)?);
-                } else {
-                    self.i += 1;
-                    items.push(scalar(&item, no)?);
-                }
-            }
-            Ok(Value::Array(items))
-        }
-    }
-}
-
-// ---------------------------------------------------------------- compose
-
-/// `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `$VAR` and `$$`, as
-/// docker compose interpolates values.
-fn compose_interpolate(value: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(r) = after.strip_prefix('$') {
-            out.push('$');
-            rest = r;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').expect("unterminated ${ in the compose file");
-            let expr = &body[..end];
-            let (name, default, empty_is_unset) = if let Some((n, d)) = expr.split_once(":-") {
-                (n, d, true)
-            } else if let Some((n, d)) = expr.split_once('-') {
-                (n, d, false)
-            } else {
-                (expr, "", false)
-            };
-            let value = env(name).filter(|v| !(empty_is_unset && v.is_empty()));
-            out.push_str(&value.unwrap_or_else(|| default.to_string()));
-            rest = &body[end + 1..];
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            out.push_str(&env(&after[..end]).unwrap_or_default());
-            rest = &after[end..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-struct Compose(Value);
-
-impl Compose {
-    fn load() -> Self {
-        Compose(read_yaml("docker-compose.yaml"))
-    }
-
-    fn services(&self) -> &Map<String, Value> {
-        self.0["services"].as_object().expect("services: a map")
-    }
-
-    fn service(&self, name: &str) -> &Value {
-        self.services()
-            .get(name)
-            .unwrap_or_else(|| panic!("the compose file has no service {name:?}"))
-    }
-
-    /// A list-valued key (`command`, `entrypoint`, `depends_on`, ...).
-    fn list(&self, service: &str, key: &str) -> Vec<String> {
-        match &self.service(service)[key] {
-            Value::Null => Vec::new(),
-            Value::Array(items) => items
-                .iter()
-                .map(|v| v.as_str().expect("list of strings").to_string())
-                .collect(),
-            other => panic!("{service}.{key}: a list, not {other}"),
-        }
-    }
-
-    /// The environment map, interpolated as compose would with `host_env`.
-    fn environment(
-        &self,
-        service: &str,
-        host_env: &dyn Fn(&str) -> Option<String>,
-    ) -> BTreeMap<String, String> {
-        match &self.service(service)["environment"] {
-            Value::Null => BTreeMap::new(),
-            Value::Object(map) => map
-                .iter()
-                .map(|(k, v)| {
-                    let raw = v.as_str().expect("environment values are strings");
-                    (k.clone(), compose_interpolate(raw, host_env))
-                })
-                .collect(),
-            other => panic!("{service}.environment: a map, not {other}"),
-        }
-    }
-
-    /// `(source, container path)` of each volume; a source starting with
-    /// `.` is a bind mount relative to deploy/, else a named volume.
-    fn mounts(&self, service: &str) -> Vec<(String, String)> {
-        self.list(service, "volumes")
-            .iter()
-            .map(|v| {
-                let mut parts = v.split(':');
-                let source = parts.next().unwrap_or_default().to_string();
-                let target = parts
-                    .next()
-                    .expect("volume with a container path")
-                    .to_string();
-                (source, target)
-            })
-            .collect()
-    }
-}
-
-/// Moves the compose network onto loopback: every `(service, port)` gets
-/// one local port, so wiring that disagrees between services disagrees
-/// here too. Container paths become host paths (bind mounts) or temporary
-/// directories (named volumes).
-struct Localizer {
-    services: BTreeSet<String>,
-    ports: Mutex<BTreeMap<(String, u16), u16>>,
-    volumes_root: PathBuf,
-}
-
-impl Localizer {
-    fn new(compose: &Compose, volumes_root: &Path) -> Self {
-        Localizer {
-            services: compose.services().keys().cloned().collect(),
-            ports: Mutex::new(BTreeMap::new()),
-            volumes_root: volumes_root.to_path_buf(),
-        }
-    }
-
-    fn port(&self, service: &str, port: u16) -> u16 {
-        *self
-            .ports
-            .lock()
-            .unwrap()
-            .entry((service.to_string(), port))
-            .or_insert_with(common::free_port)
-    }
-
-    fn addr(&self, service: &str, port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port(service, port)))
-    }
-
-    /// `[scheme://]host:port[/path]` with a compose service (or the owner's
-    /// own wildcard / loopback address) as host, moved to loopback.
-    fn address(&self, owner: &str, value: &str) -> String {
-        let (scheme, rest) = match value.find("://") {
-            Some(i) => value.split_at(i + 3),
-            None => ("", value),
-        };
-        let Some((host, after)) = rest.split_once(':') else {
-            return value.to_string();
-        };
-        let digits = after
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let Ok(port) = after[..digits].parse::<u16>() else {
-            return value.to_string();
-        };
-        let service = match host {
-            "0.0.0.0" | "127.0.0.1" | "localhost" => owner,
-            h if self.services.contains(h) => h,
-            _ => return value.to_string(),
-        };
-        format!(
-            "{scheme}127.0.0.1:{}{}",
-            self.port(service, port),
-            &after[digits..]
-        )
-    }
-
-    fn path(&self, compose: &Compose, owner: &str, value: &str) -> String {
-        for (source, target) in compose.mounts(owner) {
-            if let Some(below) = value.strip_prefix(&target) {
-                if !(below.is_empty() || below.starts_with('/')) {
-                    continue;
-                }
-                let host = if source.starts_with('.') {
-                    deploy(&source)
-                } else {
-                    let dir = self.volumes_root.join(&source);
-                    std::fs::create_dir_all(&dir).unwrap();
-                    dir
-                };
-                return format!("{}{below}", host.display());
-            }
-        }
-        value.to_string()
-    }
-
-    fn value(&self, compose: &Compose, owner: &str, value: &str) -> String {
-        if value.starts_with('/') {
-            self.path(compose, owner, value)
-        } else {
-            self.address(owner, value)
-        }
-    }
-
-    /// A command line: addresses and paths moved; `--control-host` (a bind
-    /// address) and `--control-port` (a bare port) too.
-    fn args(&self, compose: &Compose, owner: &str, args: &[String]) -> Vec<String> {
-        let mut out = Vec::with_capacity(args.len());
-        let mut iter = args.iter();
-        while let Some(arg) = iter.next() {
-            out.push(self.value(compose, owner, arg));
-            match arg.as_str() {
-                "--control-host" => {
-                    iter.next();
-                    out.push("127.0.0.1".to_string());
-                }
-                "--control-port" => {
-                    let port: u16 = iter.next().and_then(|p| p.parse().ok()).expect("a port");
-                    out.push(self.port(owner, port).to_string());
-                }
-                _ => {}
-            }
-        }
-        out
-    }
-}
-
-/// The port of `host:port` / `scheme://host:port/...`.
-fn port_of(value: &str) -> u16 {
-    let rest = value.split_once("://").map_or(value, |(_, r)| r);
-    let after = rest.rsplit_once(':').map(|(_, p)| p).expect("host:port");
-    let digits = after
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(after.len());
-    after[..digits].parse().expect("a port")
-}
-
-// ---------------------------------------------------------------- Loki's OTLP mapping
-
-/// How Loki 3.x stores an OTLP log record (its `pkg/loghttp/push/otlp.go`
-/// with the default `otlp_config`): listed resource attributes become index
-/// labels, other attributes structured metadata, names sanitized.
-mod loki {
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value as Any};
-    use std::collections::BTreeMap;
-
-    /// `distributor.otlp.default_resource_attributes_as_index_labels`.
-    const INDEX_LABEL_RESOURCE_ATTRIBUTES: [&str; 18] = [
-        "service.name",
-        "service.namespace",
-        "service.instance.id",
-        "deployment.environment",
-        "deployment.environment.name",
-        "cloud.region",
-        "cloud.availability_zone",
-        "k8s.cluster.name",
-        "k8s.namespace.name",
-        "k8s.pod.name",
-        "k8s.container.name",
-        "container.name",
-        "k8s.replicaset.name",
-        "k8s.deployment.name",
-        "k8s.statefulset.name",
-        "k8s.daemonset.name",
-        "k8s.cronjob.name",
-        "k8s.job.name",
-    ];
-
-    /// Where Loki keeps a record's trace id.
-    pub const TRACE_ID: &str = "trace_id";
-
-    #[derive(Debug, Clone)]
-    pub struct Entry {
-        pub stream: BTreeMap<String, String>,
-        pub metadata: BTreeMap<String, String>,
-        pub line: String,
-    }
-
-    impl Entry {
-        /// A label as a LogQL pipeline sees it: stream label or structured metadata.
-        pub fn label(&self, name: &str) -> Option<&str> {
-            self.stream
-                .get(name)
-                .or_else(|| self.metadata.get(name))
-                .map(String::as_str)
-        }
-    }
-
-    /// otlptranslator's LabelNamer: each run of characters outside
-    /// `[a-zA-Z0-9_]` becomes one `_`; a leading digit gets `key_`.
-    pub fn label_name(key: &str) -> String {
-        let mut out = String::with_capacity(key.len());
-        let mut replaced = false;
-        for c in key.chars() {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                out.push(c);
-                replaced = false;
-            } else if !replaced {
-                out.push('_');
-                replaced = true;
-            }
-        }
-        if out.starts_with(|c: char| c.is_ascii_digit()) {
-            out.insert_str(0, "key_");
-        }
-        out
-    }
-
-    fn json(value: &Option<Any>) -> serde_json::Value {
-        match value {
-            Some(Any::StringValue(s)) => s.clone().into(),
-            Some(Any::BoolValue(b)) => (*b).into(),
-            Some(Any::IntValue(i)) => (*i).into(),
-            Some(Any::DoubleValue(d)) => (*d).into(),
-            Some(Any::ArrayValue(a)) => a.values.iter().map(|v| json(&v.value)).collect(),
-            Some(other) => {
-                panic!("agent-immune sent an attribute of an unexpected kind: {other:?}")
-            }
-            None => serde_json::Value::Null,
-        }
-    }
-
-    /// pcommon's `Value.AsString`.
-    pub fn as_string(value: Option<&AnyValue>) -> String {
-        match value.and_then(|v| v.value.as_ref()) {
-            None => String::new(),
-            Some(Any::StringValue(s)) => s.clone(),
-            Some(Any::BoolValue(b)) => b.to_string(),
-            Some(Any::IntValue(i)) => i.to_string(),
-            Some(Any::DoubleValue(d)) => {
-                let abs = d.abs();
-                if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
-                    format!("{d:e}")
-                } else {
-                    d.to_string()
-                }
-            }
-            Some(Any::ArrayValue(_)) => json(&value.and_then(|v| v.value.clone())).to_string(),
-            Some(other) => {
-                panic!("agent-immune sent an attribute of an unexpected kind: {other:?}")
-            }
-        }
-    }
-
-    fn put(into: &mut BTreeMap<String, String>, attrs: &[KeyValue]) {
-        for kv in attrs {
-            into.insert(label_name(&kv.key), as_string(kv.value.as_ref()));
-        }
-    }
-
-    pub fn entries(request: &ExportLogsServiceRequest) -> Vec<Entry> {
-        let mut out = Vec::new();
-        for rl in &request.resource_logs {
-            let mut stream = BTreeMap::new();
-            let mut resource_metadata = BTreeMap::new();
-            for kv in rl.resource.iter().flat_map(|r| &r.attributes) {
-                let target = if INDEX_LABEL_RESOURCE_ATTRIBUTES.contains(&kv.key.as_str()) {
-                    &mut stream
-                } else {
-                    &mut resource_metadata
-                };
-                put(target, std::slice::from_ref(kv));
-            }
-            for sl in &rl.scope_logs {
-                let mut scope_metadata = resource_metadata.clone();
-                if let Some(scope) = &sl.scope {
-                    put(&mut scope_metadata, &scope.attributes);
-                    if !scope.name.is_empty() {
-                        scope_metadata.insert("scope_name".into(), scope.name.clone());
-                    }
-                    if !scope.version.is_empty() {
-                        scope_metadata.insert("scope_version".into(), scope.version.clone());
-                    }
-                }
-                for record in &sl.log_records {
-                    let mut metadata = scope_metadata.clone();
-                    put(&mut metadata, &record.attributes);
-                    if record.time_unix_nano != 0 && record.observed_time_unix_nano != 0 {
-                        metadata.insert(
-                            "observed_timestamp".into(),
-                            record.observed_time_unix_nano.to_string(),
-                        );
-                    }
-                    if record.severity_number != 0 {
-                        metadata
-                            .insert("severity_number".into(), record.severity_number.to_string());
-                    }
-                    if !record.severity_text.is_empty() {
-                        metadata.insert("severity_text".into(), record.severity_text.clone());
-                    }
-                    if record.flags != 0 {
-                        metadata.insert("flags".into(), record.flags.to_string());
-                    }
-                    if record.trace_id.iter().any(|b| *b != 0) {
-                        metadata.insert(TRACE_ID.into(), hex::encode(&record.trace_id));
-                    }
-                    if record.span_id.iter().any(|b| *b != 0) {
-                        metadata.insert("span_id".into(), hex::encode(&record.span_id));
-                    }
-                    out.push(Entry {
-                        stream: stream.clone(),
-                        metadata,
-                        line: as_string(record.body.as_ref()),
-                    });
-                }
-            }
-        }
-        out
-    }
-}
-
-// ---------------------------------------------------------------- LogQL / PromQL names
-
-/// The label names and literal values a LogQL or PromQL query uses.
-mod query {
-    #[derive(Debug, Clone, PartialEq)]
-    enum Tok {
-        Ident(String),
-        Str(String),
-        Num(String),
-        Var(String),
-        Op(&'static str),
-        Open(char),
-        Close(char),
-        Comma,
-        Pipe,
-        Other(char),
-    }
-
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct Matcher {
-        pub name: String,
-        pub op: &'static str,
-        /// The literal compared with; None for a number or a dashboard variable.
-        pub literal: Option<String>,
-    }
-
-    #[derive(Debug, Default)]
-    pub struct Names {
-        /// Inside `{...}`: index labels.
-        pub selector: Vec<Matcher>,
-        /// Label filters after `|`.
-        pub filters: Vec<Matcher>,
-        /// `by (...)`, `without (...)`, `unwrap x`.
-        pub labels: Vec<String>,
-        pub unwrapped: Vec<String>,
-        /// Identifiers that are neither matched labels nor keywords nor
-        /// functions: PromQL metric names.
-        pub metrics: Vec<String>,
-    }
-
-    fn tokens(expr: &str) -> Result<Vec<Tok>, String> {
-        let chars: Vec<char> = expr.chars().collect();
-        let mut out = Vec::new();
-        let mut i = 0;
-        let two = |i: usize, c: char| chars.get(i + 1) == Some(&c);
-        while i < chars.len() {
-            let c = chars[i];
-            match c {
-                c if c.is_whitespace() => i += 1,
-                '"' | '`' => {
-                    let mut s = String::new();
-                    i += 1;
-                    loop {
-                        match chars.get(i) {
-                            None => return Err(format!("unterminated string in {expr:?}")),
-                            Some('\\') if c == '"' => {
-                                s.push(*chars.get(i + 1).unwrap_or(&'\\'));
-                                i += 2;
-                            }
-                            Some(&q) if q == c => break,
-                            Some(&other) => {
-                                s.push(other);
-                                i += 1;
-                            }
-                        }
-                    }
-                    i += 1;
-                    out.push(if s.starts_with('$') {
-                        Tok::Var(s)
-                    } else {
-                        Tok::Str(s)
-                    });
-                }
-                '[' => {
-                    // A range or subquery: durations and variables only.
-                    let end = chars[i..]
-                        .iter()
-                        .position(|&c| c == ']')
-                        .ok_or_else(|| format!("unterminated [ in {expr:?}"))?;
-                    i += end + 1;
-                }
-                '{' | '(' => {
-                    out.push(Tok::Open(c));
-                    i += 1;
-                }
-                '}' | ')' => {
-                    out.push(Tok::Close(c));
-                    i += 1;
-                }
-                ',' => {
-                    out.push(Tok::Comma);
-                    i += 1;
-                }
-                '|' if two(i, '=') || two(i, '~') => {
-                    out.push(Tok::Op("line filter"));
-                    i += 2;
-                }
-                '|' => {
-                    out.push(Tok::Pipe);
-                    i += 1;
-                }
-                '!' if two(i, '=') => {
-                    out.push(Tok::Op("!="));
-                    i += 2;
-                }
-                '!' if two(i, '~') => {
-                    out.push(Tok::Op("!~"));
-                    i += 2;
-                }
-                '=' if two(i, '~') => {
-                    out.push(Tok::Op("=~"));
-                    i += 2;
-                }
-                '=' if two(i, '=') => {
-                    out.push(Tok::Op("=="));
-                    i += 2;
-                }
-                '=' => {
-                    out.push(Tok::Op("="));
-                    i += 1;
-                }
-                '>' | '<' => {
-                    let op = match (c, two(i, '=')) {
-                        ('>', true) => ">=",
-                        ('>', false) => ">",
-                        ('<', true) => "<=",
-                        _ => "<",
-                    };
-                    out.push(Tok::Op(op));
-                    i += if op.len() == 2 { 2 } else { 1 };
-                }
-                '$' => {
-                    let start = i;
-                    i += 1;
-                    while chars
-                        .get(i)
-                        .is_some_and(|c| c.is_alphanumeric() || *c == '_')
-                    {
-                        i += 1;
-                    }
-                    out.push(Tok::Var(chars[start..i].iter().collect()));
-                }
-                c if c.is_ascii_alphabetic() || c == '_' => {
-                    let start = i;
-                    while chars
-                        .get(i)
-                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    {
-                        i += 1;
-                    }
-                    out.push(Tok::Ident(chars[start..i].iter().collect()));
-                }
-                c if c.is_ascii_digit() => {
-                    let start = i;
-                    while chars
-                        .get(i)
-                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '.')
-                    {
-                        i += 1;
-                    }
-                    out.push(Tok::Num(chars[start..i].iter().collect()));
-                }
-                other => {
-                    out.push(Tok::Other(other));
-                    i += 1;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Keywords, and aggregations (which may be followed by `by` rather than `(`).
-    const KEYWORDS: [&str; 26] = [
-        "by",
-        "without",
-        "unwrap",
-        "and",
-        "or",
-        "unless",
-        "bool",
-        "on",
-        "ignoring",
-        "offset",
-        "group_left",
-        "group_right",
-        "keep",
-        "drop",
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "count",
-        "stddev",
-        "stdvar",
-        "topk",
-        "bottomk",
-        "quantile",
-        "count_values",
-        "group",
-    ];
-
-    pub fn names(expr: &str) -> Result<Names, String> {
-        let toks = tokens(expr)?;
-        let mut names = Names::default();
-        let mut in_selector = false;
-        let mut i = 0;
-        while i < toks.len() {
-            match &toks[i] {
-                Tok::Open('{') => in_selector = true,
-                Tok::Close('}') => in_selector = false,
-                Tok::Ident(kw)
-                    if (kw == "by" || kw == "without")
-                        && toks.get(i + 1) == Some(&Tok::Open('(')) =>
-                {
-                    i += 2;
-                    while let Some(tok) = toks.get(i) {
-                        match tok {
-                            Tok::Ident(label) => names.labels.push(label.clone()),
-                            Tok::Comma => {}
-                            Tok::Close(')') => break,
-                            other => {
-                                return Err(format!(
-                                    "unexpected {other:?} in a grouping of {expr:?}"
-                                ));
-                            }
-                        }
-                        i += 1;
-                    }
-                }
-                Tok::Ident(kw) if kw == "unwrap" => {
-                    // `unwrap x` or `unwrap duration(x)`
-                    let label = match (toks.get(i + 1), toks.get(i + 2), toks.get(i + 3)) {
-                        (Some(Tok::Ident(_)), Some(Tok::Open('(')), Some(Tok::Ident(x))) => {
-                            i += 3;
-                            x
-                        }
-                        (Some(Tok::Ident(x)), _, _) => {
-                            i += 1;
-                            x
-                        }
-                        other => {
-                            return Err(format!("unwrap without a label in {expr:?}: {other:?}"));
-                        }
-                    };
-                    names.labels.push(label.clone());
-                    names.unwrapped.push(label.clone());
-                }
-                Tok::Ident(name) => match (toks.get(i + 1), toks.get(i + 2)) {
-                    (Some(Tok::Op(op)), Some(value)) if *op != "line filter" => {
-                        let literal = match value {
-                            Tok::Str(s) => Some(s.clone()),
-                            Tok::Num(_) | Tok::Var(_) => None,
-                            other => return Err(format!("{name} {op} {other:?} in {expr:?}")),
-                        };
-                        let matcher = Matcher {
-                            name: name.clone(),
-                            op,
-                            literal,
-                        };
-                        if in_selector {
-                            names.selector.push(matcher);
-                        } else {
-                            names.filters.push(matcher);
-                        }
-                        i += 2;
-                    }
-                    (Some(Tok::Open('(')), _) => {} // a function
-                    _ if KEYWORDS.contains(&name.as_str()) => {}
-                    _ => names.metrics.push(name.clone()),
-                },
-                _ => {}
-            }
-            i += 1;
-        }
-        Ok(names)
-    }
-}
-
-// ---------------------------------------------------------------- dashboard queries
-
-#[derive(Debug, Clone)]
-struct DataSource {
-    name: String,
-    kind: String,
-    uid: String,
-    url: String,
-    json_data: Value,
-}
-
-fn datasources() -> Vec<DataSource> {
-    let doc = read_yaml("grafana/provisioning/datasources/datasources.yaml");
-    doc["datasources"]
-        .as_array()
-        .expect("datasources: a list")
-        .iter()
-        .map(|d| DataSource {
-            name: d["name"].as_str().expect("name").to_string(),
-            kind: d["type"].as_str().expect("type").to_string(),
-            uid: d["uid"].as_str().expect("a fixed uid").to_string(),
-            url: d["url"].as_str().unwrap_or_default().to_string(),
-            json_data: d["jsonData"].clone(),
-        })
-        .collect()
-}
-
-fn datasource_of_kind(kind: &str) -> DataSource {
-    let all: Vec<DataSource> = datasources()
-        .into_iter()
-        .filter(|d| d.kind == kind)
-        .collect();
-    assert_eq!(all.len(), 1, "one {kind} data source: {all:?}");
-    all[0].clone()
-}
-
-/// A query the dashboard or a data source runs: (data source type, where, expression).
-#[derive(Debug, Clone)]
-struct Query {
-    kind: String,
-    place: String,
-    expr: String,
-}
-
-fn dashboard_queries(dash: &Value) -> Vec<Query> {
-    fn kind_of(ds: &Value) -> Option<String> {
-        ds["type"].as_str().map(str::to_string)
-    }
-    let mut out = Vec::new();
-    let mut panels: Vec<&Value> = dash["panels"].as_array().expect("panels").iter().collect();
-    while let Some(panel) = panels.pop() {
-        if let Some(inner) = panel["panels"].as_array() {
-            panels.extend(inner);
-        }
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let kind = kind_of(&target["datasource"]).or_else(|| kind_of(&panel["datasource"]));
-            if let (Some(kind), Some(expr)) = (kind, target["expr"].as_str()) {
-                out.push(Query {
-                    kind,
-                    place: format!("panel {:?}", panel["title"].as_str().unwrap_or("?")),
-                    expr: expr.to_string(),
-                });
-            }
-        }
-    }
-    for annotation in dash["annotations"]["list"].as_array().into_iter().flatten() {
-        let Some(kind) = kind_of(&annotation["datasource"]) else {
-            continue;
-        };
-        for expr in [&annotation["expr"], &annotation["target"]["expr"]] {
-            if let Some(expr) = expr.as_str() {
-                out.push(Query {
-                    kind: kind.clone(),
-                    place: format!(
-                        "annotation {:?}",
-                        annotation["name"].as_str().unwrap_or("?")
-                    ),
-                    expr: expr.to_string(),
-                });
-            }
-        }
-    }
-    out
-}
-
-/// The LogQL queries Grafana will run against agent-immune's events: the
-/// dashboard's and the Tempo data source's trace-to-logs query.
-fn loki_queries() -> Vec<Query> {
-    let mut queries: Vec<Query> = dashboard_queries(&dashboard())
-        .into_iter()
-        .filter(|q| q.kind == "loki")
-        .collect();
-    let tempo = datasource_of_kind("tempo");
-    if let Some(q) = tempo.json_data["tracesToLogsV2"]["query"].as_str() {
-        queries.push(Query {
-            kind: "loki".into(),
-            place: "Tempo data source tracesToLogsV2".into(),
-            expr: grafana_unescape(q),
-        });
-    }
-    queries
-}
-
-/// Every `datasource` object anywhere in the dashboard, with where it is.
-fn datasource_refs(value: &Value, path: String, out: &mut Vec<(String, Value)>) {
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                if k == "datasource" && v.is_object() {
-                    out.push((path.clone(), v.clone()));
-                }
-                datasource_refs(v, format!("{path}.{k}"), out);
-            }
-        }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                datasource_refs(v, format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-// ---------------------------------------------------------------- processes
-
-/// A child process whose output goes to a file, shown when the test fails.
-struct Proc {
-    name: String,
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        env: &BTreeMap<String, String>,
-        logs: &Path,
-    ) -> Proc {
-        let log = logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(program)
-            .args(args)
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name} ({}): {e}", program.display()));
-        Proc {
-            name: name.to_string(),
-            child,
-            log,
-        }
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited ({status}):\n{}", self.name, read(&self.log));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            eprintln!("---- {} (last lines)\n{}", self.name, tail.join("\n"));
-        }
-    }
-}
-
-fn rotel_agent() -> PathBuf {
-    let python = common::python();
-    let venv = python.parent().and_then(|p| p.parent()).expect("venv root");
-    let lib = venv.join("lib");
-    for entry in std::fs::read_dir(&lib).expect("venv lib") {
-        let candidate = entry
-            .unwrap()
-            .path()
-            .join("site-packages/rotel/rotel-agent");
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    panic!(
-        "rotel-agent not found under {}: run tests/run.sh",
-        lib.display()
-    );
-}
-
-async fn wait_listening(what: &str, addr: SocketAddr, proc: &mut Proc) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        proc.assert_running();
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} never listened on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-// ---------------------------------------------------------------- fake Loki
-
-struct Push {
-    method: String,
-    path: String,
-    content_type: String,
-    request: ExportLogsServiceRequest,
-}
-
-#[derive(Default)]
-struct LokiSink {
-    pushes: Mutex<Vec<Push>>,
-    changed: Notify,
-}
-
-impl LokiSink {
-    fn records(&self) -> Vec<LogRecord> {
-        self.pushes
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|p| p.request.resource_logs.iter())
-            .flat_map(|rl| rl.scope_logs.iter())
-            .flat_map(|sl| sl.log_records.iter().cloned())
-            .collect()
-    }
-
-    fn entries(&self) -> Vec<loki::Entry> {
-        self.pushes
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|p| loki::entries(&p.request))
-            .collect()
-    }
-
-    async fn wait_for<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut check: impl FnMut(&Self) -> Option<T>,
-    ) -> T {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.changed.notified();
-            if let Some(v) = check(self) {
-                return v;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out after {timeout:?} waiting for {what}");
-            }
-        }
-    }
-}
-
-/// An HTTP server that takes OTLP/HTTP logs as Loki's distributor does
-/// (protobuf, optionally gzip) and answers 204, as Loki does.
-async fn fake_loki(addr: SocketAddr) -> Arc<LokiSink> {
-    use axum::body::Bytes;
-    use axum::extract::State;
-    use axum::http::{HeaderMap, Method, StatusCode, Uri};
-    use std::io::Read;
-
-    async fn push(
-        State(sink): State<Arc<LokiSink>>,
-        method: Method,
-        uri: Uri,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> StatusCode {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let mut raw = body.to_vec();
-        if header("content-encoding") == "gzip" {
-            let mut inflated = Vec::new();
-            if flate2::read::GzDecoder::new(&raw[..])
-                .read_to_end(&mut inflated)
-                .is_err()
-            {
-                return StatusCode::BAD_REQUEST;
-            }
-            raw = inflated;
-        }
-        let Ok(request) = ExportLogsServiceRequest::decode(&raw[..]) else {
-            return StatusCode::BAD_REQUEST;
-        };
-        sink.pushes.lock().unwrap().push(Push {
-            method: method.to_string(),
-            path: uri.path().to_string(),
-            content_type: header("content-type"),
-            request,
-        });
-        sink.changed.notify_waiters();
-        StatusCode::NO_CONTENT
-    }
-
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let sink = Arc::new(LokiSink::default());
-    let app = axum::Router::new().fallback(push).with_state(sink.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    sink
-}
-
-// ---------------------------------------------------------------- tests: files
 
 #[test]
-fn the_yaml_reader_reads_the_subset_and_refuses_the_rest() {
-    let doc = yaml::parse(
-        "# c\na:\n  b: \"x # not a comment\"  # comment\n  list:\n  - one\n  - k: v\n    k2: 'it''s'\n  flow: [\"-x\", y]\nc: it's plain\n",
+fn the_yaml_reader_reads_yaml_and_refuses_malformed_yaml() {
+    let doc = parse_yaml(
+        "# c\na:\n  b: \"x # not a comment\"  # comment\n  list:\n  - one\n  - k: v\n    k2: 'it''s'\n  flow: [\"-x\", y]\nc: it's plain\nport: 3100\nquoted: \"6\"\n",
     )
     .unwrap();
     assert_eq!(
         doc,
         serde_json::json!({
             "a": {"b": "x # not a comment", "list": ["one", {"k": "v", "k2": "it's"}], "flow": ["-x", "y"]},
-            "c": "it's plain"
+            "c": "it's plain",
+            "port": 3100,
+            "quoted": "6"
         })
     );
     for bad in [
         "a: 1\na: 2\n",
         "a:\n  b: 1\n   c: 2\n",
-        "a: &anchor 1\n",
-        "a: |\n  text\n",
-        "a: {b: 1}\n",
         "a:\n\t- b\n",
         "a: \"open\n",
         "- a\nb: c\n",
     ] {
-        assert!(yaml::parse(bad).is_err(), "accepted {bad:?}");
+        assert!(parse_yaml(bad).is_err(), "accepted {bad:?}");
     }
 }
 
 #[test]
-fn every_yaml_file_in_deploy_is_in_the_subset() {
+fn compose_values_are_interpolated_as_compose_does() {
+    let compose = Compose::parse(
+        "services:\n  s:\n    environment:\n      SET_OR_DEFAULT: \"${SET:-d}\"\n      UNSET_OR_DEFAULT: \"${UNSET:-d}\"\n      EMPTY_OR_DEFAULT: \"${EMPTY:-d}\"\n      EMPTY_IF_SET: \"${EMPTY-d}\"\n      UNSET_IS_EMPTY: \"${UNSET:-}\"\n      ESCAPED: \"$$SET\"\n      BARE: \"$SET/x\"\n      NUMBER: 6\n",
+        &[("SET", "v"), ("EMPTY", "")],
+    );
+    let expected = [
+        ("SET_OR_DEFAULT", "v"),
+        ("UNSET_OR_DEFAULT", "d"),
+        ("EMPTY_OR_DEFAULT", "d"),
+        ("EMPTY_IF_SET", ""),
+        ("UNSET_IS_EMPTY", ""),
+        ("ESCAPED", "$SET"),
+        ("BARE", "v/x"),
+        ("NUMBER", "6"),
+    ];
+    assert_eq!(
+        compose.environment("s"),
+        expected
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    );
+}
+
+#[test]
+fn every_yaml_file_in_deploy_parses_to_a_map() {
     let mut seen = 0;
     let mut dirs = vec![deploy("")];
     while let Some(dir) = dirs.pop() {
@@ -1362,7 +102,7 @@ fn every_yaml_file_in_deploy_is_in_the_subset() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 let doc =
-                    yaml::parse(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    parse_yaml(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 assert!(doc.is_object(), "{}: not a map", path.display());
                 seen += 1;
             }
@@ -1456,7 +196,7 @@ fn the_agent_immune_config_validates_with_the_compose_environment() {
     assert_eq!(PathBuf::from(&config_file), deploy("agent-immune.toml"));
 
     // Exactly the environment compose gives the container (no host variables).
-    let env = compose.environment("agent-immune", &|_| None);
+    let env = compose.environment("agent-immune");
     let validate = |env: &BTreeMap<String, String>| {
         std::process::Command::new(env!("CARGO_BIN_EXE_agent-immune"))
             .args(["validate", "--config", &config_file])
@@ -1534,9 +274,7 @@ fn the_dashboard_uses_only_provisioned_datasources() {
         PathBuf::from(local.path(&compose, "grafana", path)),
         deploy("grafana/dashboards")
     );
-    let home =
-        compose.environment("grafana", &|_| None)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
-            .clone();
+    let home = compose.environment("grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].clone();
     assert_eq!(
         PathBuf::from(local.path(&compose, "grafana", &home)),
         deploy("grafana/dashboards/agent-immune.json")
@@ -1565,7 +303,7 @@ fn trace_ids_link_to_tempo_and_back() {
         link["matcherType"], "label",
         "matches structured metadata, not the log line"
     );
-    assert_eq!(link["matcherRegex"].as_str(), Some(loki::TRACE_ID));
+    assert_eq!(link["matcherRegex"].as_str(), Some(loki_mapping::TRACE_ID));
     assert_eq!(
         grafana_unescape(link["url"].as_str().unwrap()),
         "${__value.raw}"
@@ -1585,7 +323,7 @@ fn trace_ids_link_to_tempo_and_back() {
         .expect("an events table");
     let text = table.to_string();
     let organize = &table["transformations"][1]["options"];
-    let renamed = organize["renameByName"][loki::TRACE_ID]
+    let renamed = organize["renameByName"][loki_mapping::TRACE_ID]
         .as_str()
         .expect("trace_id column");
     let overrides = table["fieldConfig"]["overrides"].as_array().unwrap();
@@ -1605,19 +343,11 @@ fn trace_ids_link_to_tempo_and_back() {
 #[test]
 fn addresses_agree_across_the_config_files() {
     let compose = Compose::load();
-    let env = compose.environment("agent-immune", &|_| None);
+    let env = compose.environment("agent-immune");
     let loki_cfg = read_yaml("loki/loki.yaml");
     let tempo_cfg = read_yaml("tempo/tempo.yaml");
-    let loki_port: u16 = loki_cfg["server"]["http_listen_port"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let tempo_http: u16 = tempo_cfg["server"]["http_listen_port"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let loki_port = port(&loki_cfg["server"]["http_listen_port"]);
+    let tempo_http = port(&tempo_cfg["server"]["http_listen_port"]);
     let tempo_grpc = port_of(
         tempo_cfg["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
             .as_str()
@@ -1754,9 +484,9 @@ fn lokis_mapping_and_the_query_check_catch_names_loki_would_not_hold() {
     use agent_immune::exporters::events::otlp_logs::to_logs_request;
     use agent_immune::immune::event::{AttrValue, Event, Severity};
 
-    assert_eq!(loki::label_name("service.name"), "service_name");
-    assert_eq!(loki::label_name("123invalid"), "key_123invalid");
-    assert_eq!(loki::label_name("a..b/c"), "a_b_c");
+    assert_eq!(loki_mapping::label_name("service.name"), "service_name");
+    assert_eq!(loki_mapping::label_name("123invalid"), "key_123invalid");
+    assert_eq!(loki_mapping::label_name("a..b/c"), "a_b_c");
 
     let event = Event {
         id: "ev-1".into(),
@@ -1775,7 +505,7 @@ fn lokis_mapping_and_the_query_check_catch_names_loki_would_not_hold() {
             ),
         ],
     };
-    let entries = loki::entries(&to_logs_request(&[event], 42));
+    let entries = loki_mapping::entries(&to_logs_request(&[event], 42));
     assert_eq!(entries.len(), 1);
     let entry = &entries[0];
     assert_eq!(
@@ -1833,108 +563,11 @@ fn lokis_mapping_and_the_query_check_catch_names_loki_would_not_hold() {
     );
 }
 
-// ---------------------------------------------------------------- test: the stack on loopback
-
-fn str_list(record: &LogRecord, key: &str) -> Vec<String> {
-    match common::attr(record, key) {
-        Some(Any::ArrayValue(a)) => a
-            .values
-            .iter()
-            .filter_map(|v| match &v.value {
-                Some(Any::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn of_agent<'a>(records: &'a [LogRecord], name: &str, agent: &str) -> Vec<&'a LogRecord> {
-    records
-        .iter()
-        .filter(|r| {
-            common::event_name(r) == name && common::attr_str(r, "gen_ai.agent.id") == Some(agent)
-        })
-        .collect()
-}
-
-/// What is wrong with one LogQL query against the entries Loki would hold;
-/// empty when every name and literal it uses is there.
-fn logql_problems(query: &Query, entries: &[loki::Entry]) -> Vec<String> {
-    let names = match query::names(&query.expr) {
-        Ok(n) => n,
-        Err(e) => return vec![format!("{}: {e}", query.place)],
-    };
-    let mut problems = Vec::new();
-    let place = &query.place;
-    assert!(
-        !names.selector.is_empty(),
-        "{place}: no stream selector in {:?}",
-        query.expr
-    );
-    for m in &names.selector {
-        if !entries.iter().any(|e| e.stream.contains_key(&m.name)) {
-            let hint = if entries.iter().any(|e| e.metadata.contains_key(&m.name)) {
-                " (it is structured metadata: a stream selector on it matches nothing)"
-            } else {
-                ""
-            };
-            problems.push(format!("{place}: no index label {}{hint}", m.name));
-        } else if let (Some(v), "=") = (&m.literal, m.op)
-            && !entries.iter().any(|e| e.stream.get(&m.name) == Some(v))
-        {
-            problems.push(format!("{place}: no stream has {}={v:?}", m.name));
-        }
-    }
-    // The events the query is about: those its event_name literals name.
-    let event_names: BTreeSet<&str> = names
-        .filters
-        .iter()
-        .filter(|m| m.name == "event_name" && m.op == "=")
-        .filter_map(|m| m.literal.as_deref())
-        .collect();
-    let about: Vec<&loki::Entry> = entries
-        .iter()
-        .filter(|e| {
-            event_names.is_empty()
-                || e.label("event_name")
-                    .is_some_and(|n| event_names.contains(n))
-        })
-        .collect();
-    let all: Vec<&loki::Entry> = entries.iter().collect();
-    for m in &names.filters {
-        // The event names themselves are looked up among all events.
-        let pool = if m.name == "event_name" { &all } else { &about };
-        if !pool.iter().any(|e| e.label(&m.name).is_some()) {
-            problems.push(format!("{place}: no event carries {}", m.name));
-        } else if let (Some(v), "=") = (&m.literal, m.op)
-            && !pool.iter().any(|e| e.label(&m.name) == Some(v.as_str()))
-        {
-            problems.push(format!("{place}: no event has {}={v:?}", m.name));
-        }
-    }
-    for label in &names.labels {
-        if !about.iter().any(|e| e.label(label).is_some()) {
-            problems.push(format!(
-                "{place}: no event carries {label} (grouped or unwrapped)"
-            ));
-        }
-    }
-    for label in &names.unwrapped {
-        for e in &about {
-            if let Some(v) = e.label(label)
-                && v.parse::<f64>().is_err()
-            {
-                problems.push(format!("{place}: unwrap {label}: {v:?} is not a number"));
-            }
-        }
-    }
-    problems
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_stack_on_loopback_delivers_what_the_dashboard_queries() {
-    let compose = Compose::load();
+    // The key compose passes through from the host environment.
+    let api_key = "deploy-examples-test-key-0123456789abcdef";
+    let compose = Compose::load_with_host_env(&[("AGENT_IMMUNE_API_KEY", api_key)]);
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -1949,18 +582,12 @@ async fn the_compose_stack_on_loopback_delivers_what_the_dashboard_queries() {
     );
     let (_, tempo) = common::downstream_collector_at(local.addr("tempo", tempo_grpc)).await;
     let loki_cfg = read_yaml("loki/loki.yaml");
-    let loki_port: u16 = loki_cfg["server"]["http_listen_port"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let loki_port = port(&loki_cfg["server"]["http_listen_port"]);
     let loki_sink = fake_loki(local.addr("loki", loki_port)).await;
 
     // agent-immune: the compose command, environment and mounted config.
-    let api_key = "deploy-examples-test-key-0123456789abcdef";
-    let host_env = |name: &str| (name == "AGENT_IMMUNE_API_KEY").then(|| api_key.to_string());
     let env: BTreeMap<String, String> = compose
-        .environment("agent-immune", &host_env)
+        .environment("agent-immune")
         .into_iter()
         .map(|(k, v)| {
             let v = local.value(&compose, "agent-immune", &v);
@@ -2114,7 +741,7 @@ async fn the_compose_stack_on_loopback_delivers_what_the_dashboard_queries() {
     );
     let trace_id = stored
         .metadata
-        .get(loki::TRACE_ID)
+        .get(loki_mapping::TRACE_ID)
         .expect("trace_id structured metadata")
         .clone();
     assert_eq!(trace_id.len(), 32);
@@ -2165,7 +792,7 @@ async fn the_compose_stack_on_loopback_delivers_what_the_dashboard_queries() {
         .into_iter()
         .filter(|q| q.kind == "prometheus")
     {
-        let names = query::names(&q.expr).unwrap();
+        let names = queries::names(&q.expr).unwrap();
         assert!(
             !names.metrics.is_empty(),
             "{}: no metric in {:?}",
