@@ -417,6 +417,19 @@ impl ImmuneCore {
         self.approvals(|a| matches!(a, Approval::Rejected { .. }))
     }
 
+    /// Pending and rejected approvals, counted without listing them.
+    pub fn approval_counts(&self) -> (usize, usize) {
+        let mut counts = (0, 0);
+        for ep in self.agents.values().filter_map(|a| a.episode.as_deref()) {
+            match ep.approval {
+                Approval::Pending { .. } => counts.0 += 1,
+                Approval::Rejected { .. } => counts.1 += 1,
+                _ => {}
+            }
+        }
+        counts
+    }
+
     fn approvals(&self, wanted: impl Fn(&Approval) -> bool) -> Vec<ApprovalRequest> {
         let mut list: Vec<ApprovalRequest> = self
             .agents

@@ -1111,6 +1111,7 @@ mod tests {
             matches!(attr(requests[0], "agent_immune.max_deviation"), AttrValue::Double(d) if *d >= 5.0)
         );
         let pending = h.core.pending_approvals();
+        assert_eq!(h.core.approval_counts(), (2, 0));
         assert_eq!(pending.len(), 2);
         assert!(pending[0].max_deviation >= 5.0);
         assert!(
@@ -1135,6 +1136,7 @@ mod tests {
             .unwrap();
         assert_eq!(state(&h, "rejected"), Exhausted);
         assert!(h.core.pending_approvals().is_empty());
+        assert_eq!(h.core.approval_counts(), (0, 1));
         let rejected_list = h.core.rejected_approvals();
         assert_eq!(rejected_list.len(), 1);
         assert_eq!(rejected_list[0].agent_id, "rejected");

@@ -277,10 +277,11 @@ impl Shard {
                 ));
             }
             ShardCommand::Stats(reply) => {
+                let (pending_approvals, rejected_approvals) = self.core.approval_counts();
                 let mut stats = FleetStats {
                     agents: self.core.agent_count(),
-                    pending_approvals: self.core.pending_approvals().len(),
-                    rejected_approvals: self.core.rejected_approvals().len(),
+                    pending_approvals,
+                    rejected_approvals,
                     healing: self.core.fleet().action_stats(),
                     ..FleetStats::default()
                 };
