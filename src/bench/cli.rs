@@ -80,6 +80,22 @@ pub struct BenchArgs {
     /// Where configs, data and logs of the targets go.
     #[arg(long, default_value = "target/bench-work")]
     pub work_dir: PathBuf,
+    /// Measure agent-immune without its durable store (`[state]`, which the
+    /// embedded default enables and the bench includes unless told not to).
+    #[arg(long)]
+    pub without_state: bool,
+}
+
+impl BenchArgs {
+    /// `config` with the `[state]` table unless `--without-state` (the data
+    /// directory comes from AGENT_IMMUNE_DATA_DIR, set per target).
+    fn with_state(&self, config: String) -> String {
+        if self.without_state {
+            config
+        } else {
+            config + "\n[state]\n"
+        }
+    }
 }
 
 pub fn main(args: BenchArgs) -> ExitCode {
@@ -190,6 +206,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.work_dir.display()))?;
     println!("{}", machine());
     println!("agent-immune binary: {}", binary.display());
+    println!(
+        "agent-immune durable store ([state]): {}",
+        if args.without_state { "off" } else { "on" }
+    );
 
     if args.only.contains(&Part::Throughput) {
         throughput_part(&args, &binary).await?;
@@ -276,7 +296,7 @@ async fn throughput_part(args: &BenchArgs, binary: &Path) -> anyhow::Result<()> 
         let port = free_port()?;
         let dir = work_dir(&args.work_dir, "throughput-agent-immune")?;
         let api = loopback(free_port()?);
-        let config = full_pipeline(loopback(port), sink.addr, api, args.shards);
+        let config = args.with_state(full_pipeline(loopback(port), sink.addr, api, args.shards));
         let target = Target::agent_immune(binary, &config, loopback(port), Some(api), &dir).await?;
         let result = throughput::measure(&target, &sink, templates.clone(), &shape).await;
         target.stop().await;
@@ -357,7 +377,7 @@ async fn latency_part(args: &BenchArgs, binary: &Path) -> anyhow::Result<()> {
     let port = free_port()?;
     let dir = work_dir(&args.work_dir, "latency-agent-immune")?;
     let api = loopback(free_port()?);
-    let config = full_pipeline(loopback(port), sink.addr, api, args.shards);
+    let config = args.with_state(full_pipeline(loopback(port), sink.addr, api, args.shards));
     let target = Target::agent_immune(binary, &config, loopback(port), Some(api), &dir).await?;
     let background = LoadShape {
         concurrency: 4,
@@ -397,7 +417,12 @@ async fn memory_part(args: &BenchArgs, binary: &Path) -> anyhow::Result<()> {
     let sink = Sink::start(Some(observer)).await?;
     let port = free_port()?;
     let dir = work_dir(&args.work_dir, "memory-agent-immune")?;
-    let config = detection_pipeline(loopback(port), sink.addr, args.shards, args.memory_agents);
+    let config = args.with_state(detection_pipeline(
+        loopback(port),
+        sink.addr,
+        args.shards,
+        args.memory_agents,
+    ));
     let target = Target::agent_immune(binary, &config, loopback(port), None, &dir).await?;
     let result = memory::measure(&target, events, args.memory_agents, args.memory_turns).await;
     target.stop().await;
@@ -419,4 +444,37 @@ fn print_memory(m: &Memory) {
         mib(m.rss_after),
         m.bytes_per_agent()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::document::Config;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn args(flags: &[&str]) -> BenchArgs {
+        Cli::parse_from(std::iter::once("bench").chain(flags.iter().copied())).bench
+    }
+
+    #[test]
+    fn the_measured_pipelines_are_valid_and_keep_state_unless_told_not_to() {
+        let (a, b, c) = (loopback(1), loopback(2), loopback(3));
+        for (flags, stored) in [(&[][..], true), (&["--without-state"][..], false)] {
+            let args = args(flags);
+            for text in [
+                args.with_state(full_pipeline(a, b, c, 2)),
+                args.with_state(detection_pipeline(a, b, 2, 10)),
+            ] {
+                let config = Config::parse("bench.toml", &text, |_| None)
+                    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+                assert_eq!(config.state.is_some(), stored, "{text}");
+            }
+        }
+    }
 }
