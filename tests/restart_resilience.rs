@@ -144,7 +144,9 @@ async fn sigkill_mid_run_loses_no_state_and_no_event() {
     assert!(!ids_before.is_empty());
 
     // Spans keep flowing (another agent) while the store flushes the quiet
-    // agent's baseline: wait until the store file was written after reading.
+    // agent's baseline: wait until the store file was written after reading,
+    // one shard tick (idle_timeout / 4 = 500 ms: learning is staged once a
+    // tick) and one flush (100 ms) later.
     let store_file = data.path().join("state/state.redb");
     let read_at = SystemTime::now();
     let mut busy = client.clone();
@@ -159,7 +161,7 @@ async fn sigkill_mid_run_loses_no_state_and_no_event() {
         let written = std::fs::metadata(&store_file)
             .and_then(|m| m.modified())
             .ok()?;
-        (written > read_at + Duration::from_millis(250)).then_some(())
+        (written > read_at + Duration::from_millis(800)).then_some(())
     })
     .await;
 

@@ -17,7 +17,7 @@ use crate::processors::genai::SpanFacts;
 use crate::processors::turns::TurnAssembler;
 use crate::state::{Commit, StateWriter, Table};
 use crate::telemetry::Telemetry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -116,6 +116,10 @@ struct Loop {
     /// an agent's target sees drain, quarantine, heal and release in the
     /// order they were decided.
     in_flight: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Agents that learned since they were last staged for the store:
+    /// staged once a tick, not once a turn (a snapshot is encoded each
+    /// time).
+    learned: HashSet<String>,
 }
 
 impl Shard {
@@ -135,6 +139,7 @@ impl Shard {
             agents_reported: 0,
             results_tx,
             in_flight: HashMap::new(),
+            learned: HashSet::new(),
         };
         let mut spans_open = true;
         let mut commands_open = true;
@@ -223,7 +228,25 @@ impl Shard {
                     self.core.tick(now, &mut state.events);
                     state.in_flight.retain(|_, task| !task.is_finished());
                     self.after_core(&mut state).await;
+                    self.stage_learned(&mut state);
                 }
+            }
+        }
+        self.stage_learned(&mut state);
+    }
+
+    /// Stages what agents learned since the last tick for the store's next
+    /// flush.
+    fn stage_learned(&mut self, state: &mut Loop) {
+        let Some(writer) = &self.writer else {
+            state.learned.clear();
+            return;
+        };
+        for id in state.learned.drain() {
+            if let Some(snapshot) = self.core.snapshot(&id)
+                && let Err(e) = writer.stage_agent(&id, &snapshot)
+            {
+                tracing::warn!(agent = %id, "baseline not staged for the store: {e}");
             }
         }
     }
@@ -352,21 +375,17 @@ impl Shard {
 
     /// Changed agents: staged for the next batched flush when nothing was
     /// decided, committed at once with the events when something was.
-    async fn persist(&mut self, state: &Loop, decided: bool) {
+    async fn persist(&mut self, state: &mut Loop, decided: bool) {
         let changed: Vec<String> = self.core.drain_changed().collect();
         let Some(writer) = &self.writer else { return };
         if !decided && state.events.is_empty() {
-            for id in changed {
-                if let Some(snapshot) = self.core.snapshot(&id)
-                    && let Err(e) = writer.stage_agent(&id, &snapshot)
-                {
-                    tracing::warn!(agent = %id, "baseline not staged for the store: {e}");
-                }
-            }
+            // Learning only: staged on the next tick.
+            state.learned.extend(changed);
             return;
         }
         let mut commit = Commit::new();
         for id in changed {
+            state.learned.remove(&id);
             if let Some(snapshot) = self.core.snapshot(&id)
                 && let Err(e) = commit.put(Table::Agents, &id, &snapshot)
             {
