@@ -32,7 +32,7 @@ use deploy_support::grafana::{
 };
 use deploy_support::localizer::{Localizer, port_of};
 use deploy_support::logql_check::logql_problems;
-use deploy_support::processes::{Proc, rotel_agent, wait_listening};
+use deploy_support::processes::{Proc, wait_listening};
 use deploy_support::records::{of_agent, str_list};
 use deploy_support::stand_ins::fake_loki;
 use deploy_support::{loki_mapping, queries};
@@ -622,7 +622,7 @@ async fn the_compose_stack_on_loopback_delivers_what_the_dashboard_queries() {
     let rotel_args = local.args(&compose, "rotel", &compose.list("rotel", "command"));
     let mut rotel = Proc::spawn(
         "rotel",
-        &rotel_agent(),
+        &common::rotel_agent(),
         &rotel_args,
         &BTreeMap::new(),
         &logs,

@@ -6,36 +6,16 @@
 
 mod common;
 
-use agent_immune::config::document::Config;
 use agent_immune::pipeline::service::Service;
 use common::free_port;
-use std::path::PathBuf;
+use common::pipeline::TestPipeline;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-fn rotel_agent() -> PathBuf {
-    let python = common::python();
-    let venv = python.parent().and_then(|p| p.parent()).expect("venv root");
-    let lib = venv.join("lib");
-    for entry in std::fs::read_dir(&lib).expect("venv lib") {
-        let candidate = entry
-            .unwrap()
-            .path()
-            .join("site-packages/rotel/rotel-agent");
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    panic!(
-        "rotel-agent not found under {}: run tests/run.sh",
-        lib.display()
-    );
-}
-
 fn rotel(args: &[String]) -> tokio::process::Child {
-    tokio::process::Command::new(rotel_agent())
+    tokio::process::Command::new(common::rotel_agent())
         .arg("start")
         .args(args)
         .stdout(Stdio::piped())
@@ -93,31 +73,11 @@ async fn infection_events_reach_a_rotel_sink_through_a_rotel_front() {
     ]);
     let mut sink_lines = lines_of(&mut sink_proc);
 
-    let text = format!(
-        r#"
-[receivers.otlp]
-grpc = "127.0.0.1:0"
-http = ""
-[processors.genai]
-[processors.turns]
-idle_timeout = "1s"
-[processors.immune]
-[exporters.otlp_forward]
-endpoint = "http://127.0.0.1:{sink}"
-[exporters.events]
-console = false
-otlp = {{ endpoint = "http://127.0.0.1:{sink}", protocol = "grpc" }}
-[api]
-endpoint = ""
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["genai", "turns", "immune"]
-exporters = ["otlp_forward", "events"]
-"#
-    );
-    let service = Service::start(Config::parse("rotel_inline", &text, |_| None).unwrap())
-        .await
-        .expect("start agent-immune");
+    let sink_addr = format!("127.0.0.1:{sink}");
+    let config = TestPipeline::events_to(&sink_addr)
+        .forward_to(&sink_addr)
+        .config("rotel_inline");
+    let service = Service::start(config).await.expect("start agent-immune");
     let immune = service.otlp_grpc_addr().unwrap();
 
     // The front collector the agents point at.

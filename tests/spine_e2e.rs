@@ -8,43 +8,22 @@ mod common;
 
 use agent_immune::config::document::Config;
 use agent_immune::pipeline::service::Service;
+use common::pipeline::TestPipeline;
 use common::{attr, attr_str, event_name};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Both OTLP protocols, two detection shards, events on the console and
+/// downstream, spans forwarded downstream, the API on a free port.
 fn pipeline(downstream: SocketAddr) -> Config {
-    let text = format!(
-        r#"
-[receivers.otlp]
-grpc = "127.0.0.1:0"
-http = "127.0.0.1:0"
-
-[processors.genai]
-[processors.turns]
-idle_timeout = "1s"
-[processors.immune]
-
-[exporters.otlp_forward]
-endpoint = "http://{downstream}"
-
-[exporters.events]
-console = true
-otlp = {{ endpoint = "http://{downstream}", protocol = "grpc" }}
-
-[service]
-shards = 2
-
-[api]
-endpoint = "127.0.0.1:0"
-
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["genai", "turns", "immune"]
-exporters = ["otlp_forward", "events"]
-"#
-    );
-    Config::parse("spine_e2e", &text, |_| None).expect("test config is valid")
+    TestPipeline::events_to(downstream)
+        .otlp("127.0.0.1:0", "127.0.0.1:0")
+        .forward_to(downstream)
+        .console()
+        .table("[service]\nshards = 2")
+        .api("127.0.0.1:0")
+        .config("spine_e2e")
 }
 
 async fn infection_after_jump(protocol: &str, anomaly: &str, expected: &[&str]) {

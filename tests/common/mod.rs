@@ -64,16 +64,7 @@ impl Received {
         timeout: Duration,
         mut check: impl FnMut(&Self) -> Option<T>,
     ) -> T {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.changed.notified();
-            if let Some(v) = check(self) {
-                return v;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out after {timeout:?} waiting for {what}");
-            }
-        }
+        until_notified(&self.changed, what, timeout, || check(self)).await
     }
 
     /// Waits for the first log record that `matches`, as `wait_for`.
@@ -123,6 +114,26 @@ impl TraceService for Sink {
 }
 
 /// Starts a real OTLP gRPC receiver (logs and traces) on a free port.
+/// Waits until `check` holds, re-checking whenever `changed` is notified;
+/// panics after `timeout` naming `what`.
+pub async fn until_notified<T>(
+    changed: &Notify,
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = changed.notified();
+        if let Some(v) = check() {
+            return v;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+    }
+}
+
 pub async fn downstream_collector() -> (SocketAddr, Arc<Received>) {
     downstream_collector_at("127.0.0.1:0".parse().unwrap()).await
 }
@@ -181,6 +192,27 @@ pub fn event_name(record: &LogRecord) -> &str {
 }
 
 /// The Python interpreter of the test virtualenv (made by tests/run.sh).
+/// Rotel's collector binary, shipped by the `rotel` package in the test
+/// virtualenv.
+pub fn rotel_agent() -> PathBuf {
+    let python = python();
+    let venv = python.parent().and_then(|p| p.parent()).expect("venv root");
+    let lib = venv.join("lib");
+    for entry in std::fs::read_dir(&lib).expect("venv lib") {
+        let candidate = entry
+            .unwrap()
+            .path()
+            .join("site-packages/rotel/rotel-agent");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!(
+        "rotel-agent not found under {}: run tests/run.sh",
+        lib.display()
+    );
+}
+
 pub fn python() -> PathBuf {
     if let Ok(p) = std::env::var("AGENT_IMMUNE_TEST_PYTHON") {
         return PathBuf::from(p);

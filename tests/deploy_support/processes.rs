@@ -2,7 +2,6 @@
 //! simulator), their output kept for a failing test.
 
 use super::files::read;
-use crate::common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,25 +58,6 @@ impl Drop for Proc {
             eprintln!("---- {} (last lines)\n{}", self.name, tail.join("\n"));
         }
     }
-}
-
-pub fn rotel_agent() -> PathBuf {
-    let python = common::python();
-    let venv = python.parent().and_then(|p| p.parent()).expect("venv root");
-    let lib = venv.join("lib");
-    for entry in std::fs::read_dir(&lib).expect("venv lib") {
-        let candidate = entry
-            .unwrap()
-            .path()
-            .join("site-packages/rotel/rotel-agent");
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    panic!(
-        "rotel-agent not found under {}: run tests/run.sh",
-        lib.display()
-    );
 }
 
 pub async fn wait_listening(what: &str, addr: SocketAddr, proc: &mut Proc) {

@@ -1,6 +1,7 @@
 //! Loki's stand-in: an OTLP/HTTP logs receiver that keeps what it got.
 
 use super::loki_mapping;
+use crate::common;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
@@ -49,16 +50,7 @@ impl LokiSink {
         timeout: Duration,
         mut check: impl FnMut(&Self) -> Option<T>,
     ) -> T {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.changed.notified();
-            if let Some(v) = check(self) {
-                return v;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out after {timeout:?} waiting for {what}");
-            }
-        }
+        common::until_notified(&self.changed, what, timeout, || check(self)).await
     }
 }
 
