@@ -15,6 +15,7 @@ pub mod immune;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;
+pub mod runtime;
 pub mod simulator;
 pub mod state;
 pub mod telemetry;

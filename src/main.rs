@@ -112,24 +112,8 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&config);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("agent-immune: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            let work = async { run(config).await.inspect_err(|e| tracing::error!("{e:#}")) };
+            agent_immune::runtime::run_to_exit("agent-immune", work)
         }
     }
 }

@@ -100,23 +100,7 @@ impl BenchArgs {
 
 pub fn main(args: BenchArgs) -> ExitCode {
     crate::simulator::cli::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("agent-immune bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::runtime::run_to_exit("agent-immune bench", run(args))
 }
 
 /// The pipeline measured for throughput and latency: the full trace

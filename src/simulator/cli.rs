@@ -74,23 +74,7 @@ impl SimulateArgs {
 /// Runs the simulation in its own runtime; Ctrl-C ends it early.
 pub fn main(args: SimulateArgs) -> ExitCode {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args.options())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("agent-immune simulate: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::runtime::run_to_exit("agent-immune simulate", run(args.options()))
 }
 
 /// Logs to stderr at info unless RUST_LOG says otherwise; a second call

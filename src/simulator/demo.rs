@@ -59,23 +59,7 @@ pub struct DemoArgs {
 
 pub fn main(args: DemoArgs) -> ExitCode {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("agent-immune demo: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::runtime::run_to_exit("agent-immune demo", run(args))
 }
 
 /// The embedded default, with OTLP on free ports (the simulator is the only
