@@ -3,6 +3,7 @@
 
 use super::anomaly::AnomalySet;
 use super::baseline::{Baseline, LearnedTurn};
+use super::clock::AgentClock;
 use super::config::ImmuneConfig;
 use super::diagnosis::Diagnosis;
 use super::episode::{Attempt, Episode};
@@ -44,9 +45,9 @@ pub struct AgentRecord {
     /// A drain is called for but waits for the fleet's view (see
     /// `correlation_hold`); not stored.
     pub drain_held: bool,
-    /// Our clock minus the agent's (plus transit), from the latest turn
-    /// while it ran freely: places its turns on our timeline. Not stored.
-    pub clock_offset: i64,
+    /// The agent's clock as seen from ours, learned while it ran freely:
+    /// places its turns on our timeline. Not stored.
+    pub clock: AgentClock,
 }
 
 impl AgentRecord {
@@ -68,7 +69,7 @@ impl AgentRecord {
             last_seen: now,
             suspected_at_exchange: 0,
             drain_held: false,
-            clock_offset: 0,
+            clock: AgentClock::default(),
         }
     }
 }

@@ -470,19 +470,17 @@ fn observe_turn(id: &str, agent: &mut AgentRecord, vitals: &Vitals, ctx: &mut Ct
     // Probation judges turns lived after the heal. A turn that ended before
     // probation began (buffered in the agent's exporter while it was
     // stopped, or delayed in transit) says nothing about the healed agent.
-    // Its end is on the agent's clock: brought to ours with the offset seen
-    // while the agent ran freely, so a skewed agent clock misjudges nothing.
-    let end_on_our_clock = i128::from(vitals.end_time) + i128::from(agent.clock_offset);
+    // Its end is on the agent's clock, placed on ours (`AgentClock`) with
+    // what was seen while the agent ran freely.
     if agent.state == LifecycleState::Probation {
-        if end_on_our_clock < i128::from(agent.since) {
+        if agent.clock.to_ours(vitals.end_time) < i128::from(agent.since) {
             return;
         }
     } else if matches!(
         agent.state,
         LifecycleState::Initializing | LifecycleState::Healthy | LifecycleState::Suspected
     ) {
-        let offset = i128::from(ctx.now) - i128::from(vitals.end_time);
-        agent.clock_offset = offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        agent.clock.observe(vitals.end_time, ctx.now);
     }
     agent.last_vitals = Some(vitals.clone());
     let mut turn = window_turn(vitals);

@@ -6,6 +6,7 @@ pub mod action;
 pub mod agent;
 pub mod anomaly;
 pub mod baseline;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod core;

@@ -1712,43 +1712,49 @@ mod tests {
 
     #[test]
     fn probation_reads_a_skewed_agent_clock_on_the_agents_own_timeline() {
-        const HOUR: u64 = 3_600_000_000_000;
-        for skew in [-1i64, 1] {
+        const HOUR: i64 = 3_600_000_000_000;
+        const DELAY: u64 = 300_000_000;
+        for skew in [-HOUR, 0, HOUR] {
             let mut h = Harness::with(lenient());
             let mut agent = SimAgent::new("skewed", 18);
-            // Every turn ends an hour off our clock.
-            let turn = |h: &mut Harness, agent: &mut SimAgent, ended_secs_ago: u64| {
-                h.now += 1_000_000_000;
-                let ours = h.now - ended_secs_ago * 1_000_000_000;
+            // A turn that ended at `ours` on our clock, stamped by the
+            // agent's clock and judged 300 ms later (export and transit).
+            let turn = |h: &mut Harness, agent: &mut SimAgent, ours: u64| {
                 let v = Vitals {
-                    end_time: if skew < 0 { ours - HOUR } else { ours + HOUR },
+                    end_time: (ours as i64 + skew) as u64,
                     ..agent.next_turn()
                 };
                 let mut out = Vec::new();
-                h.core.observe(&v, h.now, &mut out);
+                h.core.observe(&v, ours + DELAY, &mut out);
                 h.events.extend(out);
                 h.effects.extend(h.core.drain_effects());
             };
+            let fresh = |h: &mut Harness, agent: &mut SimAgent| {
+                h.now += 1_000_000_000;
+                turn(h, agent, h.now - DELAY);
+            };
             for _ in 0..100 {
-                turn(&mut h, &mut agent, 0);
+                fresh(&mut h, &mut agent);
             }
             agent.latency_ms *= 2.5;
             while state(&h, "skewed") != Draining {
-                turn(&mut h, &mut agent, 0);
+                fresh(&mut h, &mut agent);
             }
             h.wait(30);
             let heal = last_heal(&h);
             h.result(&heal, true);
             assert_eq!(state(&h, "skewed"), Probation, "skew {skew}");
-            // Sick turns lived before the heal arrive late: ignored.
-            for _ in 0..20 {
-                turn(&mut h, &mut agent, 60);
+            // Sick turns that ended before the heal, 200 ms to a minute
+            // before, arrive late: ignored.
+            let since = h.core.state_since("skewed").unwrap();
+            for i in 0..20u64 {
+                turn(&mut h, &mut agent, since - 200_000_000 - i * 3_000_000_000);
             }
             assert_eq!(state(&h, "skewed"), Probation, "skew {skew}");
             // Fresh healed turns pass probation.
             agent.latency_ms /= 2.5;
             for _ in 0..10 {
-                turn(&mut h, &mut agent, 0);
+                fresh(&mut h, &mut agent);
             }
             assert_eq!(state(&h, "skewed"), Healthy, "skew {skew}");
         }

@@ -111,8 +111,10 @@ try:
                     tool.set_attribute("gen_ai.operation.name", "execute_tool")
                     tool.set_attribute("gen_ai.tool.name", "lookup")
         turn += 1
-        with open(os.path.join(workdir, "turns"), "w") as f:
+        # Written aside and renamed: a reader never sees a half-written count.
+        with open(os.path.join(workdir, "turns.tmp"), "w") as f:
             f.write(str(turn))
+        os.replace(os.path.join(workdir, "turns.tmp"), os.path.join(workdir, "turns"))
         time.sleep(0.02)  # the agent's own pace between turns
 finally:
     provider.shutdown()
