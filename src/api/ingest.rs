@@ -4,7 +4,7 @@
 
 use super::error::ApiError;
 use crate::immune::core::MAX_AGENT_ID_LEN;
-use crate::immune::vitals::{UnixNanos, Vitals};
+use crate::immune::vitals::{UnixNanos, Vitals, VitalsSource};
 use serde_json::{Map, Value};
 
 /// The fields a record may carry.
@@ -364,6 +364,7 @@ fn parse_record(
         model: r.text("model", MAX_TEXT_CHARS)?,
         prompt_hash: r.text("prompt_hash", MAX_TEXT_CHARS)?,
         resource: Vec::new(),
+        source: VitalsSource::Ingest,
     })
 }
 

@@ -48,6 +48,9 @@ pub struct AgentRecord {
     /// The agent's clock as seen from ours, learned while it ran freely:
     /// places its turns on our timeline. Not stored.
     pub clock: AgentClock,
+    /// The agent's own spans report its turns (then the LLM proxy's view
+    /// of its calls is not judged again). Not stored.
+    pub traced: bool,
 }
 
 impl AgentRecord {
@@ -70,6 +73,7 @@ impl AgentRecord {
             suspected_at_exchange: 0,
             drain_held: false,
             clock: AgentClock::default(),
+            traced: false,
         }
     }
 }

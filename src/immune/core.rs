@@ -20,7 +20,7 @@ use super::memory::ImmuneMemory;
 use super::response::{self, Ctx};
 use super::sentinel::{self, Evaluation};
 use super::snapshot::AgentSnapshot;
-use super::vitals::{UnixNanos, Vitals};
+use super::vitals::{UnixNanos, Vitals, VitalsSource};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
@@ -47,6 +47,7 @@ pub struct ImmuneCore {
     agents: HashMap<String, AgentRecord>,
     max_agents: usize,
     skipped_turns: u64,
+    shadowed_turns: u64,
     /// This core's part of the fleet summary.
     local: FleetSummary,
     /// The whole fleet as the edge last summed it.
@@ -86,6 +87,7 @@ impl ImmuneCore {
             agents: HashMap::new(),
             max_agents,
             skipped_turns: 0,
+            shadowed_turns: 0,
             local: FleetSummary::default(),
             fleet: None,
             effects: Vec::new(),
@@ -207,6 +209,18 @@ impl ImmuneCore {
             }
             self.agents
                 .insert(id.to_string(), AgentRecord::new(&self.config, now));
+        }
+        if let Some(agent) = self.agents.get_mut(id) {
+            // An agent that traces its turns is judged on them: the proxy's
+            // per-call view of the same work would be counted twice.
+            match vitals.source {
+                VitalsSource::Spans => agent.traced = true,
+                VitalsSource::LlmProxy if agent.traced => {
+                    self.shadowed_turns += 1;
+                    return;
+                }
+                _ => {}
+            }
         }
         let _ = self.with_agent(id, now, events, |id, agent, ctx| {
             observe_turn(id, agent, vitals, ctx);
@@ -360,6 +374,12 @@ impl ImmuneCore {
     /// Turns not judged: agent cap reached, or an unusable agent id.
     pub fn skipped_turns(&self) -> u64 {
         self.skipped_turns
+    }
+
+    /// LLM-proxy turns not judged because the agent's own spans report its
+    /// turns.
+    pub fn shadowed_turns(&self) -> u64 {
+        self.shadowed_turns
     }
 
     /// Ids of the monitored agents (in no particular order).
@@ -826,5 +846,34 @@ mod tests {
         ids.sort_unstable();
         assert_eq!(ids, ["a", "b"]);
         assert!(h.core.last_vitals("a").is_some());
+    }
+
+    #[test]
+    fn proxy_calls_of_an_agent_that_traces_its_turns_are_not_judged_again() {
+        let mut h = Harness::new();
+        let mut traced = SimAgent::new("traced", 19);
+        let mut proxied = SimAgent::new("proxied", 20);
+        let from_proxy = |v: Vitals| Vitals {
+            source: VitalsSource::LlmProxy,
+            ..v
+        };
+        // Proxy-only agents are judged on the proxy's turns.
+        for _ in 0..20 {
+            let v = from_proxy(proxied.next_turn());
+            h.turn(&v);
+        }
+        assert_eq!(h.core.state("proxied"), Some(LifecycleState::Healthy));
+        // An agent seen through its spans: its proxy turns are counted
+        // aside, whatever they look like.
+        h.healthy(&mut traced, 20);
+        let before = h.core.last_vitals("traced").cloned();
+        for _ in 0..10 {
+            let mut v = from_proxy(traced.next_turn());
+            v.latency_ms *= 10.0;
+            h.turn(&v);
+        }
+        assert_eq!(h.core.shadowed_turns(), 10);
+        assert_eq!(h.core.last_vitals("traced").cloned(), before);
+        assert_eq!(h.core.state("traced"), Some(LifecycleState::Healthy));
     }
 }

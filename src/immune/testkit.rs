@@ -130,6 +130,7 @@ impl SimAgent {
             model: Some("gpt-4o".to_string()),
             prompt_hash: self.prompt_hash.clone(),
             resource: Vec::new(),
+            source: Default::default(),
         }
     }
 }

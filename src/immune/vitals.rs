@@ -48,6 +48,20 @@ pub struct Vitals {
     /// `k8s.deployment.name`, ...), as text; empty unless an executor or
     /// routing rule needs them. Not judged.
     pub resource: Vec<(String, String)>,
+    /// What reported the turn.
+    pub source: VitalsSource,
+}
+
+/// Where a turn's vitals came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VitalsSource {
+    /// Assembled from the agent's own spans (OTLP).
+    #[default]
+    Spans,
+    /// One LLM call seen by the proxy.
+    LlmProxy,
+    /// Reported through the JSON ingest API.
+    Ingest,
 }
 
 impl Vitals {

@@ -9,7 +9,7 @@
 use super::price::{ModelPrice, cost_usd};
 use super::request::RequestInfo;
 use super::response::ResponseFacts;
-use crate::immune::vitals::{SpanId, TraceId, UnixNanos, Vitals};
+use crate::immune::vitals::{SpanId, TraceId, UnixNanos, Vitals, VitalsSource};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -144,6 +144,7 @@ impl FinishedTurn<'_> {
             model,
             prompt_hash: self.request.prompt_hash.clone(),
             resource: Vec::new(),
+            source: VitalsSource::LlmProxy,
         }
     }
 }
