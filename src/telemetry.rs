@@ -88,6 +88,8 @@ pub struct DetectionMetrics {
     pub late_spans: Counter,
     pub infections: Counter,
     pub monitored_agents: Gauge,
+    /// LLM-proxy turns not judged: the agent's own spans report its turns.
+    pub shadowed_turns: Counter,
 }
 
 /// All of the pipeline's own counters, shared by reference.

@@ -259,6 +259,12 @@ pub fn render(t: &Telemetry, agents_by_state: Option<&BTreeMap<String, usize>>) 
         &[("", d.infections.get().into())],
     );
     out.metric(
+        "shadowed_turns",
+        "counter",
+        "LLM-proxy turns not judged because the agent's own spans report its turns.",
+        &[("", d.shadowed_turns.get().into())],
+    );
+    out.metric(
         "monitored_agents",
         "gauge",
         "Agents with a baseline.",

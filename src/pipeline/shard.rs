@@ -111,6 +111,7 @@ struct Loop {
     /// Turns waiting to be put in order, with their arrival time.
     reorder: Vec<(tokio::time::Instant, Vitals)>,
     agents_reported: i64,
+    shadowed_reported: u64,
     results_tx: mpsc::UnboundedSender<ActionResult>,
     /// Each agent's latest effect under way: the next one waits for it, so
     /// an agent's target sees drain, quarantine, heal and release in the
@@ -137,6 +138,7 @@ impl Shard {
             closed_turns: Vec::new(),
             reorder: Vec::new(),
             agents_reported: 0,
+            shadowed_reported: 0,
             results_tx,
             in_flight: HashMap::new(),
             learned: HashSet::new(),
@@ -494,5 +496,11 @@ impl Shard {
             .monitored_agents
             .add(agents - state.agents_reported);
         state.agents_reported = agents;
+        let shadowed = self.core.shadowed_turns();
+        self.telemetry
+            .detection
+            .shadowed_turns
+            .add(shadowed.saturating_sub(state.shadowed_reported));
+        state.shadowed_reported = shadowed;
     }
 }
