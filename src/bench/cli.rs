@@ -103,11 +103,28 @@ pub fn main(args: BenchArgs) -> ExitCode {
     crate::runtime::run_to_exit("agent-immune bench", run(args))
 }
 
-/// The pipeline measured for throughput and latency: the full trace
-/// pipeline, spans forwarded and events exported to the sink.
-fn full_pipeline(grpc: SocketAddr, sink: SocketAddr, api: SocketAddr, shards: usize) -> String {
+/// The config of a measured agent-immune: OTLP/gRPC in, genai → turns →
+/// immune, events as OTLP logs to the sink; with `forward`, spans forwarded
+/// to the sink too (the full trace pipeline); `api` for `/metrics`.
+fn pipeline(
+    grpc: SocketAddr,
+    sink: SocketAddr,
+    shards: usize,
+    forward: bool,
+    api: Option<SocketAddr>,
+    immune: &str,
+) -> String {
+    let (forward_table, exporters) = if forward {
+        (
+            format!("[exporters.otlp_forward]\nendpoint = \"http://{sink}\"\n"),
+            r#"["otlp_forward", "events"]"#,
+        )
+    } else {
+        (String::new(), r#"["events"]"#)
+    };
+    let api = api.map_or(String::new(), |a| a.to_string());
     format!(
-        r#"# agent-immune bench: full trace pipeline
+        r#"# agent-immune bench
 [receivers.otlp]
 grpc = "{grpc}"
 http = ""
@@ -116,10 +133,8 @@ max_recv_msg_size_mib = 16
 [processors.genai]
 [processors.turns]
 [processors.immune]
-
-[exporters.otlp_forward]
-endpoint = "http://{sink}"
-
+{immune}
+{forward_table}
 [exporters.events]
 console = false
 otlp = {{ endpoint = "http://{sink}", protocol = "grpc" }}
@@ -134,41 +149,26 @@ endpoint = "{api}"
 [pipelines.traces]
 receivers = ["otlp"]
 processors = ["genai", "turns", "immune"]
-exporters = ["otlp_forward", "events"]
+exporters = {exporters}
 "#
     )
 }
 
+/// The full trace pipeline, measured for throughput and latency.
+fn full_pipeline(grpc: SocketAddr, sink: SocketAddr, api: SocketAddr, shards: usize) -> String {
+    pipeline(grpc, sink, shards, true, Some(api), "")
+}
+
 /// The pipeline measured for memory: detection only, events to the sink.
 fn detection_pipeline(grpc: SocketAddr, sink: SocketAddr, shards: usize, agents: usize) -> String {
-    format!(
-        r#"# agent-immune bench: memory per agent
-[receivers.otlp]
-grpc = "{grpc}"
-http = ""
-
-[processors.genai]
-[processors.turns]
-[processors.immune]
-max_agents = {max_agents}
-
-[exporters.events]
-console = false
-otlp = {{ endpoint = "http://{sink}", protocol = "grpc" }}
-
-[service]
-shards = {shards}
-log_level = "warn"
-
-[api]
-endpoint = ""
-
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["genai", "turns", "immune"]
-exporters = ["events"]
-"#,
-        max_agents = agents.saturating_mul(2).max(1000)
+    let max_agents = agents.saturating_mul(2).max(1000);
+    pipeline(
+        grpc,
+        sink,
+        shards,
+        false,
+        None,
+        &format!("max_agents = {max_agents}"),
     )
 }
 
@@ -451,13 +451,21 @@ mod tests {
         let (a, b, c) = (loopback(1), loopback(2), loopback(3));
         for (flags, stored) in [(&[][..], true), (&["--without-state"][..], false)] {
             let args = args(flags);
-            for text in [
-                args.with_state(full_pipeline(a, b, c, 2)),
-                args.with_state(detection_pipeline(a, b, 2, 10)),
+            for (text, full) in [
+                (args.with_state(full_pipeline(a, b, c, 2)), true),
+                (args.with_state(detection_pipeline(a, b, 2, 10)), false),
             ] {
                 let config = Config::parse("bench.toml", &text, |_| None)
                     .unwrap_or_else(|e| panic!("{e}\n{text}"));
                 assert_eq!(config.state.is_some(), stored, "{text}");
+                // The full pipeline forwards and serves /metrics; the
+                // memory one only detects.
+                let forwards = config
+                    .exporters
+                    .keys()
+                    .any(|id| id.to_string() == "otlp_forward");
+                assert_eq!(forwards, full, "{text}");
+                assert_eq!(config.api.addr().unwrap().is_some(), full, "{text}");
             }
         }
     }
