@@ -69,3 +69,102 @@ async fn anomalous_agent_behind_the_proxy_is_quarantined_at_the_gateway() {
     }
     service.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The value of a counter in the Prometheus text of `/metrics`.
+async fn counter(api: std::net::SocketAddr, name: &str) -> u64 {
+    let text = reqwest::get(format!("http://{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_traces_its_turns_is_not_judged_twice_through_the_proxy() {
+    use agent_immune::testdata::AgentTrace;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+
+    let provider = common::fake_openai().await;
+    let upstream = provider.base_url.trim_end_matches("/v1").to_string();
+    let config = TestPipeline::default()
+        .llm_proxy(upstream)
+        .api("127.0.0.1:0")
+        .config("llm_proxy_pipeline_traced");
+    let service = Service::start(config).await.expect("start");
+    let api = service.api_addr.expect("api");
+    let proxy = service.gateways.first().expect("the proxy runs").addr;
+    let otlp = format!("http://{}", service.otlp_grpc_addr().expect("grpc"));
+
+    // The agent's own spans: one whole turn, judged as the agent's.
+    let mut client = TraceServiceClient::connect(otlp).await.expect("connect");
+    client
+        .export(AgentTrace::new("both-ways").request())
+        .await
+        .expect("export accepted");
+    let http = reqwest::Client::new();
+    let agent_url = format!("http://{api}/api/v1/agents/both-ways");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !http
+        .get(&agent_url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the traced turn was never judged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Its LLM calls through the proxy, and another agent's.
+    let call = async |agent: &str| {
+        let resp = http
+            .post(format!("http://{proxy}/v1/chat/completions"))
+            .header("x-agent-id", agent)
+            .header("content-type", "application/json")
+            .body(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)
+            .send()
+            .await
+            .expect("proxy answers");
+        assert_eq!(resp.status().as_u16(), 200);
+    };
+    for _ in 0..4 {
+        call("both-ways").await;
+        call("proxy-only").await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while counter(api, "agent_immune_shadowed_turns").await < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "proxy turns were not set aside"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The proxy-only agent is judged on its calls; only the traced agent's
+    // were set aside.
+    let proxied_url = format!("http://{api}/api/v1/agents/proxy-only");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !http
+        .get(&proxied_url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy-only agent was not judged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counter(api, "agent_immune_shadowed_turns").await, 4);
+    service.shutdown(Duration::from_secs(5)).await;
+}
