@@ -165,7 +165,9 @@ async fn unreadable_stored_events_are_dropped_and_counted_not_stuck_on() {
         .spawn(cancel.clone());
     sink.wait_for(2).await;
     assert_eq!(sink.ids(), ["ev-0", "ev-2"]);
-    wait_until(|| store.outbox_size().unwrap().0 == 0).await;
+    // Counted once the batch is deleted (after the delete, so wait for both).
+    wait_until(|| store.outbox_size().unwrap().0 == 0 && store.metrics().outbox_dropped.get() > 0)
+        .await;
     assert_eq!(store.metrics().outbox_dropped.get(), 1);
     cancel.cancel();
     delivery.await.unwrap();
@@ -337,7 +339,11 @@ async fn an_outage_and_a_restart_lose_nothing_and_keep_the_order() {
     assert!(*sink.requests.lock().unwrap() >= 3, "sent in batches");
 
     // Acked and deleted once delivered.
-    wait_until(|| store.outbox_size().unwrap().0 == 0).await;
+    // Counted after the delete: wait for both.
+    wait_until(|| {
+        store.outbox_size().unwrap().0 == 0 && store.metrics().outbox_delivered.get() >= 1200
+    })
+    .await;
     assert_eq!(store.metrics().outbox_delivered.get(), 1200);
 
     // New events keep flowing without waiting for a retry timer.
