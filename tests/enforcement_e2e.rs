@@ -11,11 +11,15 @@ mod common;
 
 use agent_immune::pipeline::service::Service;
 use common::pipeline::TestPipeline;
-use common::{attr, attr_str, event_name};
+use common::{attr, attr_str, event_name, poll_until};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// How long a state only the OS shows (another process stopped, a file it
+/// writes) may take to appear.
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// The state letter of a process from /proc/<pid>/stat ('T' = stopped).
 fn process_state(pid: u32) -> Option<char> {
@@ -23,20 +27,6 @@ fn process_state(pid: u32) -> Option<char> {
     // The command name is parenthesised and may contain spaces.
     let after = stat.rsplit_once(')')?.1;
     after.trim_start().chars().next()
-}
-
-/// Waits for a condition only the OS knows (another process's state, a
-/// file another process writes): there is no notification to await, so
-/// it is re-checked every 10 ms, up to a limit.
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[derive(serde::Deserialize)]
@@ -123,20 +113,22 @@ default = "composite"
         Some(&Value::BoolValue(true)),
         "{quarantine:?}"
     );
-    until("the agent to be stopped", || {
-        process_state(started.pid) == Some('T')
+    poll_until("the agent to be stopped", LIMIT, async || {
+        (process_state(started.pid) == Some('T')).then_some(())
     })
     .await;
 
     // While it is stopped, its supervisor receives the healing call.
     let control_log = dir.join("control.log");
-    until("a healing call at the control API", || {
-        std::fs::read_to_string(&control_log).is_ok_and(|log| {
-            log.contains("reset-memory")
-                || log.contains("reduce-autonomy")
-                || log.contains("revoke-tools")
-                || log.contains("rollback-prompt")
-        })
+    poll_until("a healing call at the control API", LIMIT, async || {
+        std::fs::read_to_string(&control_log)
+            .is_ok_and(|log| {
+                log.contains("reset-memory")
+                    || log.contains("reduce-autonomy")
+                    || log.contains("revoke-tools")
+                    || log.contains("rollback-prompt")
+            })
+            .then_some(())
     })
     .await;
     assert_eq!(

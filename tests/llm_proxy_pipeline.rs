@@ -7,6 +7,7 @@ mod common;
 
 use agent_immune::pipeline::service::Service;
 use common::pipeline::TestPipeline;
+use common::poll_until;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +71,9 @@ async fn anomalous_agent_behind_the_proxy_is_quarantined_at_the_gateway() {
     service.shutdown(Duration::from_secs(5)).await;
 }
 
+/// How long the pipeline may take to show a judged turn.
+const LIMIT: Duration = Duration::from_secs(20);
+
 /// The value of a counter in the Prometheus text of `/metrics`.
 async fn counter(api: std::net::SocketAddr, name: &str) -> u64 {
     let text = reqwest::get(format!("http://{api}/metrics"))
@@ -106,22 +110,15 @@ async fn an_agent_that_traces_its_turns_is_not_judged_twice_through_the_proxy() 
         .await
         .expect("export accepted");
     let http = reqwest::Client::new();
-    let agent_url = format!("http://{api}/api/v1/agents/both-ways");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !http
-        .get(&agent_url)
-        .send()
+    let judged = async |agent: &str| {
+        let url = format!("http://{api}/api/v1/agents/{agent}");
+        poll_until(&format!("{agent} judged"), LIMIT, async || {
+            let status = http.get(&url).send().await.ok()?.status();
+            status.is_success().then_some(())
+        })
         .await
-        .unwrap()
-        .status()
-        .is_success()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the traced turn was never judged"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    judged("both-ways").await;
 
     // Its LLM calls through the proxy, and another agent's.
     let call = async |agent: &str| {
@@ -139,32 +136,13 @@ async fn an_agent_that_traces_its_turns_is_not_judged_twice_through_the_proxy() 
         call("both-ways").await;
         call("proxy-only").await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while counter(api, "agent_immune_shadowed_turns").await < 4 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "proxy turns were not set aside"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until("proxy turns set aside", LIMIT, async || {
+        (counter(api, "agent_immune_shadowed_turns").await >= 4).then_some(())
+    })
+    .await;
     // The proxy-only agent is judged on its calls; only the traced agent's
     // were set aside.
-    let proxied_url = format!("http://{api}/api/v1/agents/proxy-only");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !http
-        .get(&proxied_url)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .is_success()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the proxy-only agent was not judged"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    judged("proxy-only").await;
     assert_eq!(counter(api, "agent_immune_shadowed_turns").await, 4);
     service.shutdown(Duration::from_secs(5)).await;
 }

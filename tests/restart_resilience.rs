@@ -9,7 +9,7 @@ mod common;
 
 use agent_immune::testdata::AgentTrace;
 use common::pipeline::TestPipeline;
-use common::{attr_str, free_port};
+use common::{attr_str, free_port, poll_until};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -18,6 +18,8 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const KEY: &str = "restart-test-key-0123456789abcdef";
+/// How long an HTTP-visible condition may take.
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn turn(agent: &str, i: u64, factor: f64) -> AgentTrace {
     let w =
@@ -71,22 +73,6 @@ async fn get(api: &str, path: &str) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
-/// Re-checks an HTTP-visible condition every 20 ms (there is nothing to
-/// subscribe to), up to a limit.
-async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_run_loses_no_state_and_no_event() {
     let data = tempfile::tempdir().unwrap();
@@ -125,7 +111,7 @@ async fn sigkill_mid_run_loses_no_state_and_no_event() {
             .await
             .unwrap();
     }
-    until("the pending approval", async || {
+    poll_until("the pending approval", LIMIT, async || {
         let pending = get(&api, "/api/v1/approvals?status=pending").await;
         pending.to_string().contains("\"sick\"").then_some(())
     })
@@ -157,7 +143,7 @@ async fn sigkill_mid_run_loses_no_state_and_no_event() {
             }
         }
     });
-    until("a flush after the reading", async || {
+    poll_until("a flush after the reading", LIMIT, async || {
         let written = std::fs::metadata(&store_file)
             .and_then(|m| m.modified())
             .ok()?;

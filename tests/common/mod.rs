@@ -114,6 +114,27 @@ impl TraceService for Sink {
 }
 
 /// Starts a real OTLP gRPC receiver (logs and traces) on a free port.
+/// Re-checks a condition only another process or an HTTP API can show
+/// (there is nothing to subscribe to) every 20 ms until it gives a value;
+/// panics after `timeout` naming `what`.
+pub async fn poll_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `check` holds, re-checking whenever `changed` is notified;
 /// panics after `timeout` naming `what`.
 pub async fn until_notified<T>(
