@@ -482,20 +482,13 @@ fn the_dockerfile_copies_everything_a_release_build_reads() {
 #[test]
 fn lokis_mapping_and_the_query_check_catch_names_loki_would_not_hold() {
     use agent_immune::exporters::events::otlp_logs::to_logs_request;
-    use agent_immune::immune::event::{AttrValue, Event, Severity};
+    use agent_immune::immune::event::{AttrValue, Event};
 
     assert_eq!(loki_mapping::label_name("service.name"), "service_name");
     assert_eq!(loki_mapping::label_name("123invalid"), "key_123invalid");
     assert_eq!(loki_mapping::label_name("a..b/c"), "a_b_c");
 
     let event = Event {
-        id: "ev-1".into(),
-        name: "agent_immune.infection",
-        time: 1_700_000_000_000_000_000,
-        severity: Severity::Warn,
-        agent_id: "planner".into(),
-        trace_id: Some([0xab; 16]),
-        span_id: Some([0xcd; 8]),
         body: "planner infected".into(),
         attributes: vec![
             ("agent_immune.max_deviation".into(), AttrValue::Double(7.25)),
@@ -504,6 +497,7 @@ fn lokis_mapping_and_the_query_check_catch_names_loki_would_not_hold() {
                 AttrValue::StrList(vec!["token_spike".into(), "cost_spike".into()]),
             ),
         ],
+        ..agent_immune::testdata::infection_event()
     };
     let entries = loki_mapping::entries(&to_logs_request(&[event], 42));
     assert_eq!(entries.len(), 1);

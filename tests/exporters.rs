@@ -5,7 +5,7 @@
 use agent_immune::exporters::events::{self, EventsConfig};
 use agent_immune::exporters::otlp_client::{Compression, OtlpClientConfig, Protocol, RetryConfig};
 use agent_immune::exporters::otlp_forward::{self, ForwardItem, OtlpForwardConfig};
-use agent_immune::immune::event::{AttrValue, Event, Severity};
+use agent_immune::immune::event::Event;
 use agent_immune::pipeline::consumer::{Consumer, Received, Refused, Signal};
 use agent_immune::receivers::otlp::{Consumers, OtlpReceiver, OtlpReceiverConfig};
 use agent_immune::telemetry::Telemetry;
@@ -76,22 +76,8 @@ fn forwarded_bytes() -> (Bytes, u64) {
 fn infection() -> Event {
     Event {
         id: "01HZ-infection-1".into(),
-        name: "agent_immune.infection",
-        time: 1_700_000_000_000_000_000,
-        severity: Severity::Warn,
-        agent_id: "planner".into(),
-        trace_id: Some([0xab; 16]),
-        span_id: Some([0xcd; 8]),
         body: "planner infected: token_spike at 7.2 sigma".into(),
-        attributes: vec![
-            ("agent_immune.max_deviation".into(), AttrValue::Double(7.2)),
-            ("agent_immune.anomaly_count".into(), AttrValue::Int(2)),
-            ("agent_immune.severe".into(), AttrValue::Bool(true)),
-            (
-                "agent_immune.anomalies".into(),
-                AttrValue::StrList(vec!["token_spike".into(), "cost_spike".into()]),
-            ),
-        ],
+        ..agent_immune::testdata::infection_event()
     }
 }
 

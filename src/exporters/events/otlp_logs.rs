@@ -118,28 +118,7 @@ fn key_value(key: &str, value: Value) -> KeyValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    pub(crate) fn infection() -> Event {
-        Event {
-            id: "ev-1".into(),
-            name: "agent_immune.infection",
-            time: 1_700_000_000_000_000_000,
-            severity: Severity::Warn,
-            agent_id: "planner".into(),
-            trace_id: Some([0xab; 16]),
-            span_id: Some([0xcd; 8]),
-            body: "planner infected: token_spike 7.2 sigma".into(),
-            attributes: vec![
-                ("agent_immune.max_deviation".into(), AttrValue::Double(7.2)),
-                ("agent_immune.anomaly_count".into(), AttrValue::Int(2)),
-                ("agent_immune.severe".into(), AttrValue::Bool(true)),
-                (
-                    "agent_immune.anomalies".into(),
-                    AttrValue::StrList(vec!["token_spike".into(), "cost_spike".into()]),
-                ),
-            ],
-        }
-    }
+    use crate::testdata::infection_event;
 
     fn attr<'a>(record: &'a LogRecord, key: &str) -> &'a Value {
         record
@@ -152,7 +131,7 @@ mod tests {
 
     #[test]
     fn event_becomes_a_typed_log_record() {
-        let record = to_log_record(&infection(), 42);
+        let record = to_log_record(&infection_event(), 42);
         assert_eq!(record.time_unix_nano, 1_700_000_000_000_000_000);
         assert_eq!(record.observed_time_unix_nano, 42);
         assert_eq!(
@@ -184,7 +163,7 @@ mod tests {
 
     #[test]
     fn missing_ids_stay_empty_and_severities_map() {
-        let mut event = infection();
+        let mut event = infection_event();
         event.trace_id = None;
         event.span_id = None;
         event.severity = Severity::Error;
@@ -196,7 +175,7 @@ mod tests {
 
     #[test]
     fn request_has_the_agent_immune_resource_and_scope() {
-        let request = to_logs_request(&[infection(), infection()], 1);
+        let request = to_logs_request(&[infection_event(), infection_event()], 1);
         let rl = &request.resource_logs[0];
         let resource = rl.resource.as_ref().unwrap();
         assert_eq!(resource.attributes[0].key, "service.name");
