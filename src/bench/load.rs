@@ -6,6 +6,7 @@
 use super::wall_clock;
 use crate::exporters::otlp_client::{OtlpClient, OtlpClientConfig, Protocol, SendError};
 use crate::pipeline::consumer::Signal;
+use crate::receivers::otlp::decode::count_spans;
 use crate::simulator::{Personality, Rng, SimAgent};
 use crate::testdata::{AgentTrace, request_of};
 use bytes::{Bytes, BytesMut};
@@ -84,12 +85,7 @@ pub fn templates(
 /// its span count: for requests sent once.
 pub fn encode(turns: &[AgentTrace]) -> (Bytes, u64) {
     let request = request_of(turns);
-    let spans = request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len() as u64)
-        .sum();
+    let spans = count_spans(&request);
     (Bytes::from(request.encode_to_vec()), spans)
 }
 
@@ -107,12 +103,7 @@ pub fn build(turns: &[AgentTrace]) -> Template {
             from += at + id.len();
         }
     }
-    let spans = request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len() as u64)
-        .sum();
+    let spans = count_spans(&request);
     Template {
         bytes: Bytes::from(bytes),
         trace_ids,

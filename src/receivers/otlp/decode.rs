@@ -99,7 +99,8 @@ pub fn from_json(signal: Signal, body: &[u8]) -> Result<Received, DecodeError> {
     })
 }
 
-fn count_spans(request: &ExportTraceServiceRequest) -> u64 {
+/// Spans in a decoded request.
+pub fn count_spans(request: &ExportTraceServiceRequest) -> u64 {
     request
         .resource_spans
         .iter()
