@@ -6,6 +6,7 @@
 //! through probation back to HEALTHY. Rejection, heal now and feedback too.
 
 mod api_support;
+mod common;
 
 use api_support::{Harness, Options, eventually};
 use serde_json::{Value, json};

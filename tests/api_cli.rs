@@ -4,6 +4,7 @@
 //! missing or wrong key (401), unknown agent (404), wrong state (409).
 
 mod api_support;
+mod common;
 
 use api_support::{Harness, KEY, Options, WRONG_KEY};
 

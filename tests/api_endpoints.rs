@@ -4,6 +4,7 @@
 //! by field, limits, 404/405/409/503, and the LLM proxy's endpoints.
 
 mod api_support;
+mod common;
 
 use agent_immune::api::auth::Access;
 use agent_immune::api::config::ApiConfig;

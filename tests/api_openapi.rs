@@ -4,6 +4,7 @@
 //! resolves. And the service serves the API on its own port.
 
 mod api_support;
+mod common;
 
 use agent_immune::api::auth::Access;
 use agent_immune::api::config::ApiConfig;

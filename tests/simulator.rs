@@ -9,55 +9,22 @@ mod common;
 use agent_immune::config::document::Config;
 use agent_immune::pipeline::service::Service;
 use agent_immune::simulator::{Simulator, SimulatorOptions};
-use common::{Received, attr, attr_str, event_name};
+use common::pipeline::TestPipeline;
+use common::{Received, attr, attr_str, event_name, free_port};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Two shards, events downstream, enforcement through the simulator's
+/// control API.
 fn pipeline(downstream: SocketAddr, control_port: u16) -> Config {
-    let text = format!(
-        r#"
-[receivers.otlp]
-grpc = "127.0.0.1:0"
-http = ""
-
-[processors.genai]
-[processors.turns]
-idle_timeout = "1s"
-[processors.immune]
-
-[exporters.events]
-console = false
-otlp = {{ endpoint = "http://{downstream}", protocol = "grpc" }}
-
-[executors.http_control]
-base_url = "http://127.0.0.1:{control_port}"
-timeout = "5s"
-
-[service]
-shards = 2
-
-[api]
-endpoint = ""
-
-[pipelines.traces]
-receivers = ["otlp"]
-processors = ["genai", "turns", "immune"]
-exporters = ["events"]
-"#
-    );
-    Config::parse("simulator test", &text, |_| None).expect("test config is valid")
-}
-
-/// A port for the simulator's control API, known before agent-immune
-/// starts (its config names it); bound again by the simulator right after.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TestPipeline::events_to(downstream)
+        .table(format!(
+            "[executors.http_control]\nbase_url = \"http://127.0.0.1:{control_port}\"\ntimeout = \"5s\""
+        ))
+        .table("[service]\nshards = 2")
+        .config("simulator test")
 }
 
 struct Run {

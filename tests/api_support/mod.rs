@@ -5,6 +5,7 @@
 //! `POST /api/v1/ingest`.
 #![allow(dead_code)]
 
+use crate::common::pipeline::TestPipeline;
 use agent_immune::api::config::ApiConfig;
 use agent_immune::api::server::{self, ApiState, ProxyHandles};
 use agent_immune::config::document::Config;
@@ -109,46 +110,19 @@ impl Default for Options {
 pub fn pipeline(control: Option<SocketAddr>, llm_proxy: bool, api_endpoint: &str) -> Config {
     let executor = match control {
         Some(addr) => {
-            format!("[executors.http_control]\nbase_url = \"http://{addr}\"\ntimeout = \"120s\"\n")
+            format!("[executors.http_control]\nbase_url = \"http://{addr}\"\ntimeout = \"120s\"")
         }
-        None => "[executors.noop]\n".to_string(),
+        None => "[executors.noop]".to_string(),
     };
-    let (proxy, receivers) = if llm_proxy {
-        (
-            "[receivers.llm_proxy]\nendpoint = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\n",
-            r#"["otlp", "llm_proxy"]"#,
-        )
-    } else {
-        ("", r#"["otlp"]"#)
-    };
-    let text = format!(
-        r#"
-[receivers.otlp]
-grpc = "127.0.0.1:0"
-http = ""
-{proxy}
-[processors.genai]
-[processors.turns]
-idle_timeout = "1s"
-[processors.immune]
-
-[exporters.events]
-console = false
-
-{executor}
-[service]
-shards = 2
-
-[api]
-endpoint = "{api_endpoint}"
-
-[pipelines.traces]
-receivers = {receivers}
-processors = ["genai", "turns", "immune"]
-exporters = ["events"]
-"#
-    );
-    Config::parse("api_test", &text, |_| None).expect("valid test config")
+    let mut pipeline = TestPipeline::default();
+    if llm_proxy {
+        pipeline = pipeline.llm_proxy("http://127.0.0.1:9");
+    }
+    pipeline
+        .table(executor)
+        .table("[service]\nshards = 2")
+        .api(api_endpoint)
+        .config("api_test")
 }
 
 /// The pipeline, and the API in front of it with the test key.
@@ -387,16 +361,6 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        // Polling: the API is the only view of the fleet a client has.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Polling: the API is the only view of the fleet a client has.
+    crate::common::poll_until(what, Duration::from_secs(30), async || check().await).await
 }
