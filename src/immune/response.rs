@@ -238,14 +238,23 @@ fn try_drain(
         return;
     }
     agent.drain_held = false;
-    let verdict = correlator::correlate(anomalies, counted, true, &ctx.fleet(), config);
-    let shift = ctx.fleet().confidence_shift;
+    // The fleet view is summed anew on each call: once per decision.
+    let fleet = ctx.fleet();
+    let verdict = correlator::correlate(anomalies, counted, true, &fleet, config);
     let link = agent.link();
     let Some(ep) = agent.episode.as_mut() else {
         return;
     };
     if verdict.scope != ep.correlation.scope {
-        rediagnose(id, link, ep, anomalies, verdict, &shift, ctx);
+        rediagnose(
+            id,
+            link,
+            ep,
+            anomalies,
+            verdict,
+            &fleet.confidence_shift,
+            ctx,
+        );
     }
     if verdict.scope == Scope::FleetWide {
         return;
@@ -298,12 +307,9 @@ fn confirm(
         confirmation,
         ctx.now,
     ));
-    let verdict = correlator::correlate(evaluation.anomalies, counted, true, &ctx.fleet(), config);
-    let hypotheses = diagnosis::diagnose(
-        evaluation.anomalies,
-        &verdict,
-        &ctx.fleet().confidence_shift,
-    );
+    let fleet = ctx.fleet();
+    let verdict = correlator::correlate(evaluation.anomalies, counted, true, &fleet, config);
+    let hypotheses = diagnosis::diagnose(evaluation.anomalies, &verdict, &fleet.confidence_shift);
     let link = report::link_of(vitals);
     ctx.events
         .push(report::correlation(id, link, &verdict, ctx.now));
@@ -418,9 +424,10 @@ fn start_healing(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) {
     let Some(ep) = agent.episode.as_mut() else {
         return;
     };
+    let fleet = ctx.fleet();
     let mut chosen = None;
     while let Some(d) = ep.diagnosis() {
-        let next = healing::plan(d, &agent.memory, &ctx.fleet())
+        let next = healing::plan(d, &agent.memory, &fleet)
             .into_iter()
             .find(|a| !ep.failed_here(*a));
         if let Some(action) = next {
@@ -579,6 +586,8 @@ pub fn on_tick(id: &str, agent: &mut AgentRecord, ctx: &mut Ctx) {
         return;
     }
     if !watched_on_tick(agent.state) {
+        // Only a held drain brings a SUSPECTED agent here; `try_drain`
+        // puts it back while the hold lasts.
         ctx.timed.remove(id);
     }
     match agent.state {
