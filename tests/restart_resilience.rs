@@ -8,6 +8,7 @@
 mod common;
 
 use agent_immune::testdata::AgentTrace;
+use common::binary::Binary;
 use common::pipeline::TestPipeline;
 use common::{attr_str, free_port, poll_until};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -15,7 +16,6 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const KEY: &str = "restart-test-key-0123456789abcdef";
 /// How long an HTTP-visible condition may take.
@@ -34,33 +34,6 @@ fn turn(agent: &str, i: u64, factor: f64) -> AgentTrace {
         .tokens((500.0 * w * factor) as u64, (100.0 * w) as u64)
         .tool_calls(2)
         .latency_ms(200.0 * w, 20.0)
-}
-
-/// Starts the binary and waits until its log says the API listens.
-async fn start(config: &Path) -> tokio::process::Child {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-immune"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("AGENT_IMMUNE_API_KEY", KEY)
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("agent-immune did not start")
-            .unwrap()
-            .expect("agent-immune exited while starting");
-        if line.contains("management API listening") {
-            break;
-        }
-    }
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
 }
 
 async fn get(api: &str, path: &str) -> Value {
@@ -93,7 +66,7 @@ async fn sigkill_mid_run_loses_no_state_and_no_event() {
         .text();
     std::fs::write(&config, text).unwrap();
     let api = format!("http://127.0.0.1:{api_port}");
-    let mut first = start(&config).await;
+    let mut first = Binary::start(&config, &[("AGENT_IMMUNE_API_KEY", KEY)]).await;
     let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{otlp}"))
         .await
         .unwrap();
@@ -152,7 +125,7 @@ async fn sigkill_mid_run_loses_no_state_and_no_event() {
     .await;
 
     // SIGKILL, mid-run.
-    let pid = first.id().unwrap().to_string();
+    let pid = first.pid.to_string();
     assert!(
         std::process::Command::new("kill")
             .args(["-KILL", &pid])
@@ -160,11 +133,11 @@ async fn sigkill_mid_run_loses_no_state_and_no_event() {
             .unwrap()
             .success()
     );
-    first.wait().await.unwrap();
+    first.child.wait().await.unwrap();
     flowing.abort();
 
     // Restart on the same data dir: resumed, not relearned.
-    let _second = start(&config).await;
+    let _second = Binary::start(&config, &[("AGENT_IMMUNE_API_KEY", KEY)]).await;
     let quiet_after = get(&api, "/api/v1/agents/quiet").await["baseline"].clone();
     assert_eq!(
         quiet_after, quiet_before,

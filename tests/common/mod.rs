@@ -3,6 +3,7 @@
 //! the pipeline config the tests run (`pipeline::TestPipeline`).
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod pipeline;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
