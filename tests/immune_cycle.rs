@@ -33,7 +33,9 @@ fn wobble(i: u64) -> f64 {
 
 fn turn(agent: &str, i: u64, token_factor: f64) -> AgentTrace {
     let w = wobble(i);
-    let start = 1_800_000_000_000_000_000 + i * 5_000_000_000;
+    // Stamped by a clock that agrees with ours: turns far from the time
+    // they are received are not believed (`immune::timing`).
+    let start = agent_immune::pipeline::shard::now();
     AgentTrace::new(agent)
         .seed(i)
         .start(start)
