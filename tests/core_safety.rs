@@ -9,7 +9,7 @@ mod common;
 use agent_immune::testdata::AgentTrace;
 use common::binary::Binary;
 use common::pipeline::TestPipeline;
-use common::{free_port, poll_until};
+use common::{free_port, poll_until, wobbled_turn};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use serde_json::Value;
@@ -90,21 +90,6 @@ impl Running {
     }
 }
 
-/// One turn of `agent`, stamped now, with a ±20% wobble.
-fn turn(agent: &str, i: u64, latency_factor: f64, token_factor: f64) -> AgentTrace {
-    let w =
-        0.8 + 0.4 * ((i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64 / (1u64 << 53) as f64);
-    let salt = agent
-        .bytes()
-        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    AgentTrace::new(agent)
-        .seed(salt.wrapping_mul(1_000_003).wrapping_add(i))
-        .start(agent_immune::pipeline::shard::now())
-        .tokens((400.0 * w * token_factor) as u64, (120.0 * w) as u64)
-        .tool_calls(2)
-        .latency_ms(300.0 * w * latency_factor, 20.0)
-}
-
 /// `trace` with its root span (the turn's timing) stamped `start`..`end`.
 fn stamped(trace: &AgentTrace, start: u64, end: u64) -> ExportTraceServiceRequest {
     let mut request = trace.request();
@@ -123,19 +108,21 @@ async fn a_poisoned_start_time_does_not_hide_a_twenty_times_latency_spike() {
     let mut run = start(TestPipeline::default(), &[]).await;
     // The issue: one span starting at 0 among the agent's first turns, and
     // one claiming to run from 0 to u64::MAX (584 years).
-    let first = turn("poisoned", 0, 1.0, 1.0);
+    let first = wobbled_turn("poisoned", 0, 1.0, 1.0);
     run.send(stamped(&first, 0, first.end())).await;
-    let second = turn("poisoned", 1, 1.0, 1.0);
+    let second = wobbled_turn("poisoned", 1, 1.0, 1.0);
     run.send(stamped(&second, 0, u64::MAX)).await;
     for i in 2..32 {
-        run.send(turn("poisoned", i, 1.0, 1.0).request()).await;
+        run.send(wobbled_turn("poisoned", i, 1.0, 1.0).request())
+            .await;
     }
     run.wait_state("poisoned", |s| s == "HEALTHY", "a healthy baseline")
         .await;
     assert_eq!(run.metric("agent_immune_bad_timestamp_turns").await, 2);
     // Latency 20x: seen (it stayed HEALTHY at 0.28σ before).
     for i in 32..37 {
-        run.send(turn("poisoned", i, 20.0, 1.0).request()).await;
+        run.send(wobbled_turn("poisoned", i, 20.0, 1.0).request())
+            .await;
     }
     let state = run
         .wait_state("poisoned", |s| s != "HEALTHY", "the latency spike seen")
@@ -153,19 +140,21 @@ async fn a_turn_stamped_u64_max_does_not_keep_an_agent_in_probation() {
         .table("[executors.noop]");
     let mut run = start(pipeline, &[]).await;
     for i in 0..25 {
-        run.send(turn("skewed", i, 1.0, 1.0).request()).await;
+        run.send(wobbled_turn("skewed", i, 1.0, 1.0).request())
+            .await;
     }
     run.wait_state("skewed", |s| s == "HEALTHY", "a healthy baseline")
         .await;
     // The issue: one span with start = end = u64::MAX while the agent runs
     // freely (when its clock is learned).
-    let odd = turn("skewed", 25, 1.0, 1.0);
+    let odd = wobbled_turn("skewed", 25, 1.0, 1.0);
     run.send(stamped(&odd, u64::MAX, u64::MAX)).await;
     // Sick: tokens triple; it is drained, quarantined and healed (noop
     // target) as the fleet hold and the drain pass.
     let mut i = 26;
     for _ in 0..8 {
-        run.send(turn("skewed", i, 1.0, 3.0).request()).await;
+        run.send(wobbled_turn("skewed", i, 1.0, 3.0).request())
+            .await;
         i += 1;
     }
     run.wait_state("skewed", |s| s == "PROBATION", "probation after the heal")
@@ -173,7 +162,8 @@ async fn a_turn_stamped_u64_max_does_not_keep_an_agent_in_probation() {
     // Healthy turns again: probation passes on them (it stayed in
     // PROBATION after 80 clean turns before).
     for _ in 0..15 {
-        run.send(turn("skewed", i, 1.0, 1.0).request()).await;
+        run.send(wobbled_turn("skewed", i, 1.0, 1.0).request())
+            .await;
         i += 1;
     }
     run.wait_state("skewed", |s| s == "HEALTHY", "probation passed")
@@ -188,7 +178,7 @@ async fn new_agents_take_the_place_of_the_least_recently_seen_when_the_table_is_
         .table("[service]\nshards = 1");
     let mut run = start(pipeline, &[]).await;
     for n in 0..10 {
-        run.send(turn(&format!("agent-{n}"), 0, 1.0, 1.0).request())
+        run.send(wobbled_turn(&format!("agent-{n}"), 0, 1.0, 1.0).request())
             .await;
         // Each is judged before the next arrives, so "least recently seen"
         // is the order sent.

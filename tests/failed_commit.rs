@@ -11,10 +11,9 @@ mod common;
 use agent_immune::immune::command::CommandError;
 use agent_immune::pipeline::fleet::FleetError;
 use agent_immune::pipeline::service::Service;
-use agent_immune::testdata::AgentTrace;
 use axum::extract::State;
 use common::pipeline::TestPipeline;
-use common::poll_until;
+use common::{poll_until, wobbled_turn};
 use http::Uri;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use std::sync::{Arc, Mutex};
@@ -36,17 +35,6 @@ async fn control_target() -> (Arc<Mutex<Vec<String>>>, std::net::SocketAddr) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (calls, addr)
-}
-
-fn turn(i: u64, token_factor: f64) -> AgentTrace {
-    let w =
-        0.8 + 0.4 * ((i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64 / (1u64 << 53) as f64);
-    AgentTrace::new("billing")
-        .seed(i)
-        .start(agent_immune::pipeline::shard::now())
-        .tokens((400.0 * w * token_factor) as u64, (120.0 * w) as u64)
-        .tool_calls(2)
-        .latency_ms(300.0 * w, 50.0)
 }
 
 async fn readyz(api: &str) -> (u16, String) {
@@ -81,7 +69,10 @@ async fn nothing_is_acted_on_or_acknowledged_while_the_store_cannot_write() {
             .unwrap();
 
     for i in 0..25 {
-        client.export(turn(i, 1.0).request()).await.unwrap();
+        client
+            .export(wobbled_turn("billing", i, 1.0, 1.0).request())
+            .await
+            .unwrap();
     }
     poll_until("a healthy baseline", LIMIT, async || {
         let view = fleet.agent("billing").await.unwrap()?;
@@ -93,7 +84,10 @@ async fn nothing_is_acted_on_or_acknowledged_while_the_store_cannot_write() {
     // The disk refuses writes; the agent's tokens triple.
     store.inject_write_failure(Some("no space left on device (injected)"));
     for i in 25..33 {
-        client.export(turn(i, 3.0).request()).await.unwrap();
+        client
+            .export(wobbled_turn("billing", i, 1.0, 3.0).request())
+            .await
+            .unwrap();
     }
     poll_until("the drain decided", LIMIT, async || {
         let view = fleet.agent("billing").await.unwrap()?;
