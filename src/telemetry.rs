@@ -90,6 +90,18 @@ pub struct DetectionMetrics {
     pub monitored_agents: Gauge,
     /// LLM-proxy turns not judged: the agent's own spans report its turns.
     pub shadowed_turns: Counter,
+    /// Turns not judged: unusable agent id, or the agent table full of
+    /// agents that must be kept.
+    pub skipped_turns: Counter,
+    /// Agents evicted (least recently seen, holding nothing an operator
+    /// needs) to make room for new ones.
+    pub evicted_agents: Counter,
+    /// Turns of new agents refused: every place held by an agent that
+    /// must be kept (also in `skipped_turns`).
+    pub refused_turns: Counter,
+    /// Turns whose timestamps could not be believed (unset, reversed, far
+    /// in the future, too long): judged with latency and end unknown.
+    pub bad_timestamps: Counter,
 }
 
 /// All of the pipeline's own counters, shared by reference.
@@ -101,4 +113,6 @@ pub struct Telemetry {
     pub detection: DetectionMetrics,
     /// The llm_proxy receiver's counters and added-latency histogram.
     pub llm_proxy: crate::receivers::llm_proxy::metrics::ProxyMetrics,
+    /// Whether the state store takes the shards' commits (readiness).
+    pub state: crate::state::StoreHealth,
 }

@@ -291,7 +291,9 @@ fn run_one_batch(fixture: &Fixture) -> Vec<Vitals> {
     recogniser.recognise(&fixture.request, &mut facts);
     assert_eq!(recogniser.stats().invalid_spans, 0, "{}", fixture.name);
     let mut out = Vec::new();
-    assembler.add_batch(facts, 1, &mut out);
+    // Received now: after every captured span ended (turns far from their
+    // receipt are not believed, see `immune::timing`).
+    assembler.add_batch(facts, agent_immune::pipeline::shard::now(), &mut out);
     assert_eq!(
         assembler.open_traces(),
         0,
@@ -310,7 +312,8 @@ fn run_span_by_span(fixture: &Fixture) -> Vec<Vitals> {
     recogniser.recognise(&fixture.request, &mut facts);
     let mut out = Vec::new();
     for (i, f) in facts.into_iter().enumerate() {
-        assembler.add_batch([f], i as u64, &mut out);
+        let received = agent_immune::pipeline::shard::now() + i as u64;
+        assembler.add_batch([f], received, &mut out);
     }
     assembler.drain(&mut out);
     out

@@ -8,9 +8,8 @@ mod common;
 
 use agent_immune::config::document::Config;
 use agent_immune::pipeline::service::Service;
-use agent_immune::testdata::AgentTrace;
 use common::pipeline::TestPipeline;
-use common::{attr_str, event_name, is_transition};
+use common::{attr_str, event_name, is_transition, wobbled_turn};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,23 +24,6 @@ fn pipeline(downstream: SocketAddr) -> Config {
         .config("immune_cycle")
 }
 
-/// A deterministic ±20% wobble, so the baseline has a real spread.
-fn wobble(i: u64) -> f64 {
-    let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11;
-    0.8 + 0.4 * (x as f64 / (1u64 << 53) as f64)
-}
-
-fn turn(agent: &str, i: u64, token_factor: f64) -> AgentTrace {
-    let w = wobble(i);
-    let start = 1_800_000_000_000_000_000 + i * 5_000_000_000;
-    AgentTrace::new(agent)
-        .seed(i)
-        .start(start)
-        .tokens((400.0 * w * token_factor) as u64, (120.0 * w) as u64)
-        .tool_calls(2)
-        .latency_ms(300.0 * w, 50.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infection_quarantine_healing_probation_healthy_as_otlp_logs() {
     let (downstream, received) = common::downstream_collector().await;
@@ -54,7 +36,7 @@ async fn infection_quarantine_healing_probation_healthy_as_otlp_logs() {
     let mut i = 0u64;
     let mut send = async |factor: f64, i: &mut u64| {
         client
-            .export(turn(agent, *i, factor).request())
+            .export(wobbled_turn(agent, *i, 1.0, factor).request())
             .await
             .expect("export accepted");
         *i += 1;

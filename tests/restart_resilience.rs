@@ -29,7 +29,9 @@ fn turn(agent: &str, i: u64, factor: f64) -> AgentTrace {
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     AgentTrace::new(agent)
         .seed(salt.wrapping_mul(1_000_003).wrapping_add(i))
-        .start(1_800_000_000_000_000_000 + i * 1_000_000_000)
+        // Stamped now: turns far from the time they are received are not
+        // believed (`immune::timing`).
+        .start(agent_immune::pipeline::shard::now())
         .tokens((500.0 * w * factor) as u64, (100.0 * w) as u64)
         .tool_calls(2)
         .latency_ms(200.0 * w, 20.0)

@@ -336,3 +336,54 @@ fn oversized_keys_and_values_are_refused_with_their_names() {
         "{err}"
     );
 }
+
+#[test]
+fn a_staged_delete_hides_the_record_at_once_and_removes_it_at_the_flush() {
+    let (_tmp, dir) = data_dir();
+    {
+        let store = open(&dir);
+        for id in ["evicted", "kept"] {
+            store
+                .stage(Table::Agents, id, &snapshot("healthy", 1))
+                .unwrap();
+        }
+        store.flush().unwrap();
+        store.stage_delete(Table::Agents, "evicted").unwrap();
+        assert_eq!(store.get_agent::<Snapshot>("evicted").unwrap(), None);
+        let loaded = store.load_agents::<Snapshot>().unwrap();
+        let ids: Vec<_> = loaded.records.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(ids, ["kept"]);
+        assert_eq!(store.flush().unwrap(), 1);
+    }
+    let store = open(&dir);
+    assert_eq!(store.get_agent::<Snapshot>("evicted").unwrap(), None);
+    assert_eq!(
+        store.get_agent::<Snapshot>("kept").unwrap(),
+        Some(snapshot("healthy", 1))
+    );
+}
+
+#[test]
+fn an_injected_write_failure_fails_every_write_and_keeps_what_was_staged() {
+    let (_tmp, dir) = data_dir();
+    let store = open(&dir);
+    store
+        .stage(Table::Agents, "planner", &snapshot("healthy", 1))
+        .unwrap();
+    store.inject_write_failure(Some("disk full (injected)"));
+    let mut commit = Commit::new();
+    commit
+        .put(Table::Agents, "coder", &snapshot("quarantined", 2))
+        .unwrap();
+    let error = store.commit(commit).unwrap_err().to_string();
+    assert!(error.contains("disk full (injected)"), "{error}");
+    assert!(store.flush().is_err());
+    assert_eq!(store.metrics().commit_failures.get(), 2);
+    assert_eq!(store.staged_len(), 1, "staged writes are kept for later");
+    store.inject_write_failure(None);
+    assert_eq!(store.flush().unwrap(), 1);
+    assert_eq!(
+        store.get_agent::<Snapshot>("planner").unwrap(),
+        Some(snapshot("healthy", 1))
+    );
+}

@@ -58,7 +58,7 @@ pub fn check(
     }
     let Some(key) = key else {
         return Err(ApiError::unavailable(
-            "no API key configured: this endpoint is refused until the service has one",
+            "no API key configured: this endpoint is refused until the service has one (set AGENT_IMMUNE_API_KEY, or add a [state] table to generate and keep one)",
         ));
     };
     let Some(candidate) = presented(headers) else {

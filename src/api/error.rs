@@ -79,6 +79,8 @@ impl From<CommandError> for ApiError {
             | CommandError::NoDiagnosis { .. } => StatusCode::CONFLICT,
             // Never produced by an operator command; a fault if it is.
             CommandError::CannotRestore { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            // Retryable: the store writes again later.
+            CommandError::NotDurable { .. } => return Self::unavailable(e.to_string()),
         };
         Self::new(status, e.to_string())
     }

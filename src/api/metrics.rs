@@ -265,6 +265,36 @@ pub fn render(t: &Telemetry, agents_by_state: Option<&BTreeMap<String, usize>>) 
         &[("", d.shadowed_turns.get().into())],
     );
     out.metric(
+        "skipped_turns",
+        "counter",
+        "Turns not judged: unusable agent id, or the agent table full of agents that must be kept.",
+        &[("", d.skipped_turns.get().into())],
+    );
+    out.metric(
+        "evicted_agents",
+        "counter",
+        "Agents evicted (least recently seen, holding nothing an operator needs) to make room for new ones.",
+        &[("", d.evicted_agents.get().into())],
+    );
+    out.metric(
+        "refused_agent_turns",
+        "counter",
+        "Turns of new agents refused because every place holds an agent that must be kept.",
+        &[("", d.refused_turns.get().into())],
+    );
+    out.metric(
+        "bad_timestamp_turns",
+        "counter",
+        "Turns whose timestamps could not be believed (unset, reversed, far in the future, too long); judged with latency unknown.",
+        &[("", d.bad_timestamps.get().into())],
+    );
+    out.metric(
+        "state_failed_commits",
+        "counter",
+        "Commits of decisions the state store refused (nothing acted on until a retry succeeds).",
+        &[("", t.state.failed_commits.get().into())],
+    );
+    out.metric(
         "monitored_agents",
         "gauge",
         "Agents with a baseline.",

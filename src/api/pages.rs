@@ -26,19 +26,31 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 pub async fn readyz(State(state): State<Shared>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, JSON)],
-            r#"{"status":"ready"}"#,
-        )
-    } else {
+    let not_ready = |reason: Option<String>| {
+        let body = match reason {
+            Some(reason) => serde_json::json!({"status": "not ready", "reason": reason}),
+            None => serde_json::json!({"status": "not ready"}),
+        };
         (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, JSON)],
-            r#"{"status":"not ready"}"#,
+            body.to_string(),
         )
+    };
+    if !state.ready.load(Ordering::Relaxed) {
+        return not_ready(None);
     }
+    // Decisions are held back while the store refuses writes.
+    if let Some(reason) = state.telemetry.state.unwritable() {
+        return not_ready(Some(format!(
+            "the state store cannot write ({reason}); decisions are held until it does"
+        )));
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, JSON)],
+        r#"{"status":"ready"}"#.to_string(),
+    )
 }
 
 pub async fn metrics(State(state): State<Shared>) -> impl IntoResponse {

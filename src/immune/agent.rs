@@ -11,6 +11,7 @@ use super::lifecycle::LifecycleState;
 use super::memory::ImmuneMemory;
 use super::metric::Metric;
 use super::prompt::PromptHash;
+use super::recency::Place;
 use super::sentinel::Evaluation;
 use super::vitals::{UnixNanos, Vitals};
 use super::window::{EvaluationWindow, WindowTurn};
@@ -51,6 +52,8 @@ pub struct AgentRecord {
     /// The agent's own spans report its turns (then the LLM proxy's view
     /// of its calls is not judged again). Not stored.
     pub traced: bool,
+    /// Its place in the eviction order (`None`: must be kept). Not stored.
+    pub recency: Option<Place>,
 }
 
 impl AgentRecord {
@@ -74,6 +77,7 @@ impl AgentRecord {
             drain_held: false,
             clock: AgentClock::default(),
             traced: false,
+            recency: None,
         }
     }
 }

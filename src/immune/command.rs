@@ -27,4 +27,10 @@ pub enum CommandError {
     NoDiagnosis { agent: String },
     #[error("cannot restore agent {agent:?}: {reason}")]
     CannotRestore { agent: String, reason: String },
+    /// The state store refused the commit: the decision is not
+    /// acknowledged (retry once `/readyz` is ready again).
+    #[error(
+        "the state store cannot write ({reason}); the decision is not acknowledged: retry once /readyz reports ready"
+    )]
+    NotDurable { reason: String },
 }

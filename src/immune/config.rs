@@ -39,6 +39,12 @@ pub struct ImmuneConfig {
     pub confirm_after: u32,
     /// Fresh post-heal turns an agent must pass in PROBATION. Default 10.
     pub probation_samples: u32,
+    /// How long into PROBATION a turn is judged fresh only if it ended
+    /// after the heal (on the agent's clock as learned). After this every
+    /// turn received counts as fresh, whatever its timestamps, so a wrong
+    /// clock estimate cannot hold an agent in PROBATION. Default "2m".
+    #[serde(with = "crate::config::duration")]
+    pub probation_deadline: Duration,
     /// How long in-flight work may finish before a draining agent is
     /// quarantined. Default "30s".
     #[serde(with = "crate::config::duration")]
@@ -80,9 +86,13 @@ pub struct ImmuneConfig {
     /// "0s" drains as soon as the sustained view says so. Default "2s".
     #[serde(with = "crate::config::duration")]
     pub correlation_hold: Duration,
-    /// Agents monitored by this process; turns of further agents are
-    /// counted and skipped. Split evenly across detection shards.
-    /// Default 100000.
+    /// Agents monitored by this process. Split evenly across detection
+    /// shards (each shard holds its share). When a shard's share is full,
+    /// a new agent takes the place of the least recently seen one that
+    /// holds nothing an operator needs (INITIALIZING or HEALTHY first, then
+    /// SUSPECTED; never one draining, quarantined, healing, in probation
+    /// or exhausted); when every place is so held, its turns are counted
+    /// and refused. Default 100000.
     pub max_agents: usize,
 }
 
@@ -97,6 +107,7 @@ impl Default for ImmuneConfig {
             suspect_ticks: 3,
             confirm_after: 3,
             probation_samples: 10,
+            probation_deadline: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(30),
             healing_timeout: Duration::from_secs(120),
             evaluation_window: 5,
@@ -224,6 +235,7 @@ impl ImmuneConfig {
         for (key, value) in [
             ("drain_timeout", self.drain_timeout),
             ("healing_timeout", self.healing_timeout),
+            ("probation_deadline", self.probation_deadline),
         ] {
             if value.is_zero() || value > MAX_TIMEOUT {
                 issues.push(ConfigIssue::new(

@@ -17,11 +17,14 @@ use super::event::Event;
 use super::fleet::FleetSummary;
 use super::lifecycle::LifecycleState;
 use super::memory::ImmuneMemory;
+use super::recency::Recency;
 use super::response::{self, Ctx};
 use super::sentinel::{self, Evaluation};
 use super::snapshot::AgentSnapshot;
+use super::timing;
 use super::vitals::{UnixNanos, Vitals, VitalsSource};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// Agent ids longer than this are not monitored (a broken exporter, not an
@@ -48,6 +51,7 @@ pub struct ImmuneCore {
     max_agents: usize,
     skipped_turns: u64,
     shadowed_turns: u64,
+    bad_timestamps: u64,
     /// This core's part of the fleet summary.
     local: FleetSummary,
     /// The whole fleet as the edge last summed it.
@@ -59,6 +63,13 @@ pub struct ImmuneCore {
     timed: HashSet<String>,
     /// Agents whose state changed since the last `drain_changed`.
     changed: HashSet<String>,
+    /// Which agent gives up its place when the table is full.
+    recency: Recency,
+    /// Agents evicted since the last `drain_evicted` (their stored state is
+    /// to be deleted).
+    evicted: Vec<String>,
+    evicted_agents: u64,
+    refused_turns: u64,
 }
 
 /// A queued approval (pending or rejected), as the API lists it.
@@ -88,6 +99,7 @@ impl ImmuneCore {
             max_agents,
             skipped_turns: 0,
             shadowed_turns: 0,
+            bad_timestamps: 0,
             local: FleetSummary::default(),
             fleet: None,
             effects: Vec::new(),
@@ -95,6 +107,10 @@ impl ImmuneCore {
             next_attempt: 0,
             timed: HashSet::new(),
             changed: HashSet::new(),
+            recency: Recency::default(),
+            evicted: Vec::new(),
+            evicted_agents: 0,
+            refused_turns: 0,
         }
     }
 
@@ -141,6 +157,11 @@ impl ImmuneCore {
         self.effects.drain(..)
     }
 
+    /// Effects waiting for `drain_effects`.
+    pub fn pending_effects(&self) -> usize {
+        self.effects.len()
+    }
+
     /// Effects dropped because the caller did not drain them.
     pub fn dropped_effects(&self) -> u64 {
         self.dropped_effects
@@ -163,6 +184,7 @@ impl ImmuneCore {
             next_attempt,
             timed,
             changed,
+            recency,
             ..
         } = self;
         let agent = agents
@@ -182,6 +204,7 @@ impl ImmuneCore {
             timed,
         };
         let result = step(agent_id, agent, &mut ctx);
+        recency.place(agent_id, &mut agent.recency, agent.state, false);
         self.cap_effects();
         result
     }
@@ -203,7 +226,8 @@ impl ImmuneCore {
             return;
         }
         if !self.agents.contains_key(id) {
-            if self.agents.len() >= self.max_agents {
+            if self.agents.len() >= self.max_agents && !self.make_room() {
+                self.refused_turns += 1;
                 self.skipped_turns += 1;
                 return;
             }
@@ -211,6 +235,8 @@ impl ImmuneCore {
                 .insert(id.to_string(), AgentRecord::new(&self.config, now));
         }
         if let Some(agent) = self.agents.get_mut(id) {
+            self.recency
+                .place(id, &mut agent.recency, agent.state, true);
             // An agent that traces its turns is judged on them: the proxy's
             // per-call view of the same work would be counted twice.
             match vitals.source {
@@ -222,10 +248,55 @@ impl ImmuneCore {
                 _ => {}
             }
         }
+        let vitals = self.believable(vitals, now);
         let _ = self.with_agent(id, now, events, |id, agent, ctx| {
-            observe_turn(id, agent, vitals, ctx);
+            observe_turn(id, agent, &vitals, ctx);
             Ok(())
         });
+    }
+
+    /// Evicts the least recently seen agent that holds nothing an operator
+    /// needs (`recency`); false when every agent must be kept.
+    fn make_room(&mut self) -> bool {
+        let Some(id) = self.recency.pop_evictable() else {
+            return false;
+        };
+        if let Some(agent) = self.agents.remove(&id) {
+            if agent.state != LifecycleState::Initializing {
+                self.local.monitored = self.local.monitored.saturating_sub(1);
+            }
+            self.local.update_showing(agent.showing, AnomalySet::EMPTY);
+        }
+        self.timed.remove(&id);
+        self.changed.remove(&id);
+        self.evicted_agents += 1;
+        self.evicted.push(id);
+        true
+    }
+
+    /// Ids of the agents evicted since the last call (their stored state
+    /// is to be deleted, or a restart would bring them back).
+    pub fn drain_evicted(&mut self) -> std::vec::Drain<'_, String> {
+        self.evicted.drain(..)
+    }
+
+    /// The turn with timestamps it cannot be believed on made unknown
+    /// (`timing`): an end beyond the allowance after `now`, or a latency
+    /// longer than any turn. Turns assembled from spans were checked
+    /// already; this guards every other source.
+    fn believable<'a>(&mut self, vitals: &'a Vitals, now: UnixNanos) -> Cow<'a, Vitals> {
+        let end_ok = timing::check_end(vitals.end_time, now).is_ok();
+        let latency_ok = timing::check_latency_ms(vitals.latency_ms).is_ok();
+        if end_ok && latency_ok {
+            return Cow::Borrowed(vitals);
+        }
+        self.bad_timestamps += 1;
+        let mut vitals = vitals.clone();
+        if !end_ok {
+            vitals.end_time = 0;
+        }
+        vitals.latency_ms = f64::NAN;
+        Cow::Owned(vitals)
     }
 
     /// Time passes: drain and healing deadlines, holds the fleet has shown
@@ -346,7 +417,9 @@ impl ImmuneCore {
             return Err(refuse("max_agents reached"));
         }
         self.next_attempt = self.next_attempt.max(snapshot.max_attempt_id());
-        let agent = snapshot.into_record(&self.config);
+        let mut agent = snapshot.into_record(&self.config);
+        self.recency
+            .place(&id, &mut agent.recency, agent.state, true);
         if agent.state != LifecycleState::Initializing {
             self.local.monitored += 1;
             self.local.update_showing(AnomalySet::EMPTY, agent.showing);
@@ -371,6 +444,17 @@ impl ImmuneCore {
         self.agents.len()
     }
 
+    /// Agents evicted to make room for new ones.
+    pub fn evicted_agents(&self) -> u64 {
+        self.evicted_agents
+    }
+
+    /// Turns of new agents refused: the table was full of agents that
+    /// must be kept (also counted in `skipped_turns`).
+    pub fn refused_turns(&self) -> u64 {
+        self.refused_turns
+    }
+
     /// Turns not judged: agent cap reached, or an unusable agent id.
     pub fn skipped_turns(&self) -> u64 {
         self.skipped_turns
@@ -380,6 +464,12 @@ impl ImmuneCore {
     /// turns.
     pub fn shadowed_turns(&self) -> u64 {
         self.shadowed_turns
+    }
+
+    /// Turns whose end or latency could not be believed (judged with
+    /// both unknown).
+    pub fn bad_timestamps(&self) -> u64 {
+        self.bad_timestamps
     }
 
     /// Ids of the monitored agents (in no particular order).
@@ -491,15 +581,24 @@ fn observe_turn(id: &str, agent: &mut AgentRecord, vitals: &Vitals, ctx: &mut Ct
     // probation began (buffered in the agent's exporter while it was
     // stopped, or delayed in transit) says nothing about the healed agent.
     // Its end is on the agent's clock, placed on ours (`AgentClock`) with
-    // what was seen while the agent ran freely.
+    // what was seen while the agent ran freely. Past the deadline every
+    // turn is fresh: buffered turns have arrived by then, and a wrong clock
+    // estimate must not hold the agent in PROBATION.
+    let known_end = vitals.end_time != 0;
     if agent.state == LifecycleState::Probation {
-        if agent.clock.to_ours(vitals.end_time) < i128::from(agent.since) {
+        let trusted =
+            ctx.now.saturating_sub(agent.since) >= response::nanos(config.probation_deadline);
+        if !trusted
+            && (!known_end || agent.clock.to_ours(vitals.end_time) < i128::from(agent.since))
+        {
             return;
         }
-    } else if matches!(
-        agent.state,
-        LifecycleState::Initializing | LifecycleState::Healthy | LifecycleState::Suspected
-    ) {
+    } else if known_end
+        && matches!(
+            agent.state,
+            LifecycleState::Initializing | LifecycleState::Healthy | LifecycleState::Suspected
+        )
+    {
         agent.clock.observe(vitals.end_time, ctx.now);
     }
     agent.last_vitals = Some(vitals.clone());
@@ -825,7 +924,7 @@ mod tests {
     }
 
     #[test]
-    fn agents_beyond_the_cap_and_unusable_ids_are_skipped() {
+    fn each_shard_holds_its_share_and_unusable_ids_are_skipped() {
         let config = ImmuneConfig {
             max_agents: 4,
             ..ImmuneConfig::default()
@@ -834,18 +933,17 @@ mod tests {
         for name in ["a", "b", "c"] {
             h.turn(&SimAgent::new(name, 9).next_turn());
         }
+        // A share of 2: "c" took the place of "a", the least recently seen.
         assert_eq!(h.core.agent_count(), 2);
-        assert_eq!(h.core.skipped_turns(), 1);
+        assert_eq!((h.core.evicted_agents(), h.core.skipped_turns()), (1, 0));
         h.turn(&SimAgent::new("", 9).next_turn());
         h.turn(&SimAgent::new(&"x".repeat(MAX_AGENT_ID_LEN + 1), 9).next_turn());
-        assert_eq!(h.core.skipped_turns(), 3);
-        // Known agents keep being observed.
-        h.turn(&SimAgent::new("a", 10).next_turn());
-        assert_eq!(h.core.skipped_turns(), 3);
+        assert_eq!(h.core.skipped_turns(), 2);
+        assert_eq!(h.core.refused_turns(), 0);
         let mut ids: Vec<_> = h.core.agent_ids().collect();
         ids.sort_unstable();
-        assert_eq!(ids, ["a", "b"]);
-        assert!(h.core.last_vitals("a").is_some());
+        assert_eq!(ids, ["b", "c"]);
+        assert!(h.core.last_vitals("c").is_some());
     }
 
     #[test]
@@ -875,5 +973,113 @@ mod tests {
         assert_eq!(h.core.shadowed_turns(), 10);
         assert_eq!(h.core.last_vitals("traced").cloned(), before);
         assert_eq!(h.core.state("traced"), Some(LifecycleState::Healthy));
+    }
+
+    const SECOND: u64 = 1_000_000_000;
+
+    /// Healthy turns, then a sustained 6x latency step until DRAINING.
+    fn draining(h: &mut Harness, agent: &mut SimAgent) {
+        h.healthy(agent, 100);
+        agent.latency_ms *= 6.0;
+        for _ in 0..100 {
+            let v = agent.next_turn();
+            h.turn(&v);
+            if h.core.state(&agent.id) == Some(LifecycleState::Draining) {
+                return;
+            }
+        }
+        panic!("{} never drained", agent.id);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_least_recently_seen_agent_that_holds_nothing() {
+        let mut h = Harness::with(ImmuneConfig {
+            max_agents: 3,
+            ..ImmuneConfig::default()
+        });
+        let mut held = SimAgent::new("held", 11);
+        draining(&mut h, &mut held);
+        let mut old = SimAgent::new("old", 12);
+        h.healthy(&mut old, 20);
+        assert_eq!(h.core.state("old"), Some(LifecycleState::Healthy));
+        assert_eq!(h.core.summary().monitored, 2);
+        h.turn(&SimAgent::new("recent", 13).next_turn());
+        // Full. "held" is the least recently seen, but it is DRAINING:
+        // "old" gives up its place.
+        h.turn(&SimAgent::new("new", 14).next_turn());
+        let mut ids: Vec<_> = h.core.agent_ids().collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["held", "new", "recent"]);
+        assert_eq!(h.core.drain_evicted().collect::<Vec<_>>(), ["old"]);
+        assert_eq!((h.core.evicted_agents(), h.core.skipped_turns()), (1, 0));
+        assert_eq!(h.core.summary().monitored, 1, "old no longer counted");
+        assert_eq!(h.core.state("held"), Some(LifecycleState::Draining));
+        // An agent seen again keeps its place: "new" is now the oldest.
+        h.turn(&SimAgent::new("recent", 15).next_turn());
+        h.turn(&SimAgent::new("newer", 16).next_turn());
+        assert_eq!(h.core.drain_evicted().collect::<Vec<_>>(), ["new"]);
+    }
+
+    #[test]
+    fn a_table_full_of_agents_that_must_be_kept_refuses_new_ones() {
+        let mut h = Harness::with(ImmuneConfig {
+            max_agents: 1,
+            ..ImmuneConfig::default()
+        });
+        let mut held = SimAgent::new("held", 17);
+        draining(&mut h, &mut held);
+        h.turn(&SimAgent::new("stranger", 18).next_turn());
+        assert_eq!(h.core.state("stranger"), None);
+        assert_eq!(h.core.state("held"), Some(LifecycleState::Draining));
+        assert_eq!((h.core.refused_turns(), h.core.skipped_turns()), (1, 1));
+        assert_eq!(h.core.evicted_agents(), 0);
+    }
+
+    #[test]
+    fn a_poisoned_first_turn_does_not_blind_the_latency_baseline() {
+        // The issue: a span starting at 0 among an agent's first turns.
+        // From spans its latency arrives unknown (NaN); from ingest or the
+        // proxy it could arrive as decades of milliseconds. Neither is
+        // learned, and a 20x latency spike is still seen.
+        for poisoned in [f64::NAN, 1.8e12] {
+            let mut h = Harness::new();
+            let mut agent = SimAgent::new("poisoned", 21);
+            let mut first = agent.next_turn();
+            first.latency_ms = poisoned;
+            h.turn(&first);
+            h.healthy(&mut agent, 40);
+            assert_eq!(h.core.state("poisoned"), Some(LifecycleState::Healthy));
+            assert_eq!(h.core.bad_timestamps(), u64::from(poisoned.is_finite()));
+            agent.latency_ms *= 20.0;
+            h.turn(&agent.next_turn());
+            h.turn(&agent.next_turn());
+            h.turn(&agent.next_turn());
+            assert!(
+                h.core.last_deviation("poisoned").unwrap() > 6.0,
+                "{poisoned}: {:?}",
+                h.core.last_deviation("poisoned")
+            );
+            assert_ne!(h.core.state("poisoned"), Some(LifecycleState::Healthy));
+        }
+    }
+
+    #[test]
+    fn an_end_far_in_the_future_is_not_learned_as_clock_offset_nor_latency() {
+        let mut h = Harness::new();
+        let mut agent = SimAgent::new("future", 22);
+        h.healthy(&mut agent, 20);
+        h.now += SECOND;
+        let v = Vitals {
+            end_time: u64::MAX,
+            latency_ms: 0.0,
+            ..agent.next_turn()
+        };
+        let mut out = Vec::new();
+        h.core.observe(&v, h.now, &mut out);
+        assert_eq!(h.core.bad_timestamps(), 1);
+        assert_eq!(h.core.agents["future"].clock.skew(), 0);
+        let seen = h.core.last_vitals("future").unwrap();
+        assert!(seen.latency_ms.is_nan());
+        assert_eq!(seen.end_time, 0);
     }
 }

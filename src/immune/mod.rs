@@ -21,10 +21,12 @@ pub mod lifecycle;
 pub mod memory;
 pub mod metric;
 pub mod prompt;
+pub mod recency;
 pub mod report;
 pub mod response;
 pub mod sentinel;
 pub mod snapshot;
+pub mod timing;
 pub mod vitals;
 pub mod window;
 

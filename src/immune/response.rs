@@ -73,7 +73,8 @@ pub fn fleet_view(external: Option<&Exchanged>, local: &FleetSummary) -> FleetSu
 /// is seen as fleet-wide before anyone is quarantined.
 pub const EXCHANGES_BEFORE_DRAIN: u64 = 2;
 
-fn nanos(d: Duration) -> u64 {
+/// A configured duration in nanoseconds (saturating).
+pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -1767,5 +1768,36 @@ mod tests {
             }
             assert_eq!(state(&h, "skewed"), Healthy, "skew {skew}");
         }
+    }
+
+    #[test]
+    fn a_wrong_clock_estimate_holds_probation_only_until_its_deadline() {
+        const SECOND: u64 = 1_000_000_000;
+        let mut h = Harness::new();
+        let mut agent = SimAgent::new("ahead", 23);
+        h.healthy(&mut agent, 100);
+        // One turn claims to end 50 minutes from now: within the skew
+        // allowance, so it is taken for the agent's clock.
+        h.now += SECOND;
+        let odd = Vitals {
+            end_time: h.now + 3_000 * SECOND,
+            ..agent.next_turn()
+        };
+        let mut out = Vec::new();
+        h.core.observe(&odd, h.now, &mut out);
+        agent.latency_ms *= 2.5;
+        until_draining(&mut h, &mut agent);
+        h.wait(30);
+        let heal = last_heal(&h);
+        h.result(&heal, true);
+        assert_eq!(state(&h, "ahead"), Probation);
+        // Healed turns read as lived before the heal: not counted yet.
+        agent.latency_ms /= 2.5;
+        h.healthy(&mut agent, 20);
+        assert_eq!(state(&h, "ahead"), Probation);
+        // Past the deadline every turn received is fresh.
+        h.wait(h.core.config().probation_deadline.as_secs());
+        h.healthy(&mut agent, 10);
+        assert_eq!(state(&h, "ahead"), Healthy);
     }
 }

@@ -17,9 +17,10 @@ pub struct Vitals {
     pub trace_id: TraceId,
     /// Root span of the turn (the agent span, or the trace root).
     pub root_span_id: SpanId,
-    /// End of the turn (root span end time).
+    /// End of the turn (root span end time, the agent's clock); 0 when
+    /// not known (its timestamps could not be believed).
     pub end_time: UnixNanos,
-    /// Root duration in milliseconds.
+    /// Root duration in milliseconds; NaN when not known.
     pub latency_ms: f64,
     /// Input (prompt) tokens summed over the turn's LLM calls.
     pub input_tokens: u64,

@@ -21,7 +21,8 @@ use crate::processors::genai::Recogniser;
 use crate::processors::turns::TurnAssembler;
 use crate::receivers::llm_proxy::{AgentRegistry, LlmProxy, PolicyEngine};
 use crate::receivers::otlp::{Consumers, OtlpReceiver, ReceiverError};
-use crate::state::{OutboxDelivery, StateWriter};
+use crate::state::api_key::env_api_key;
+use crate::state::{API_KEY_ENV, OutboxDelivery, StateWriter};
 use crate::telemetry::Telemetry;
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
@@ -287,17 +288,22 @@ impl Service {
         let api_cancel = CancellationToken::new();
         let (api_addr, api_task) = match config.api.addr().map_err(anyhow::Error::msg)? {
             Some(addr) => {
-                // Still to wire: `.with_api_key(Some(key))` from the state
-                // store (`state::resolve_api_key_from_env`); without it
-                // mutating calls and ingest are refused (fail closed).
-                // The API shows the first LLM proxy's agents and policies.
+                // The key: from the store (env wins there), else from
+                // AGENT_IMMUNE_API_KEY alone; without any, mutating calls
+                // and ingest are refused (fail closed). The API shows the
+                // first LLM proxy's agents and policies.
+                let api_key = match &opened {
+                    Some(opened) => Some(opened.api_key.clone()),
+                    None => env_api_key(std::env::var(API_KEY_ENV).ok().as_deref())
+                        .context("reading the API key")?,
+                };
                 let proxy = gateway_views.first().map(|g| api::server::ProxyHandles {
                     registry: g.registry.clone(),
                     policies: g.policies.clone(),
                 });
                 let state = ApiState::new(telemetry.clone(), ready.clone(), config.api.clone())
                     .with_fleet(fleet.clone())
-                    .with_api_key(opened.as_ref().map(|o| o.api_key.clone()))
+                    .with_api_key(api_key)
                     .with_proxy(proxy);
                 let (bound_addr, task) = api::server::serve(addr, state, api_cancel.clone())
                     .await
@@ -327,6 +333,11 @@ impl Service {
             shard_tasks,
             exporter_tasks,
         })
+    }
+
+    /// The state store, when `[state]` is configured.
+    pub fn store(&self) -> Option<&crate::state::Store> {
+        self.writer.as_ref().map(StateWriter::store)
     }
 
     /// The first receiver's addresses (the common single-receiver case).

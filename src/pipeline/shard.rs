@@ -101,8 +101,29 @@ pub struct Shard {
     pub telemetry: Arc<Telemetry>,
 }
 
-/// An operator decision's answer, sent once the decision is durable.
-type Ack = Box<dyn FnOnce(&Shard) + Send>;
+/// An operator decision's answer, sent once the decision is durable, or
+/// with the reason it could not be made durable (then it is not
+/// acknowledged).
+type Ack = Box<dyn FnOnce(&Shard, Result<(), CommandError>) + Send>;
+
+/// Events held while the store refuses commits; beyond this the oldest are
+/// dropped (and counted as not exported).
+const MAX_HELD_EVENTS: usize = 10_000;
+/// Least time between two log lines about the agent table being full.
+const TABLE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What the core counted, as last added to the pipeline's telemetry.
+#[derive(Default)]
+struct Reported {
+    agents: i64,
+    shadowed: u64,
+    skipped: u64,
+    evicted: u64,
+    refused: u64,
+    bad_timestamps: u64,
+    /// Evictions and refusals as of the last log line, and when it was.
+    logged: (u64, u64, Option<tokio::time::Instant>),
+}
 
 struct Loop {
     sequence: u64,
@@ -110,8 +131,12 @@ struct Loop {
     closed_turns: Vec<Vitals>,
     /// Turns waiting to be put in order, with their arrival time.
     reorder: Vec<(tokio::time::Instant, Vitals)>,
-    agents_reported: i64,
-    shadowed_reported: u64,
+    reported: Reported,
+    /// The last commit failed: decisions (effects, events, answers) are
+    /// held until a retry on the tick succeeds.
+    unwritable: bool,
+    /// Agents changed since the last successful commit.
+    unsaved: HashSet<String>,
     results_tx: mpsc::UnboundedSender<ActionResult>,
     /// Each agent's latest effect under way: the next one waits for it, so
     /// an agent's target sees drain, quarantine, heal and release in the
@@ -137,8 +162,9 @@ impl Shard {
             events: Vec::new(),
             closed_turns: Vec::new(),
             reorder: Vec::new(),
-            agents_reported: 0,
-            shadowed_reported: 0,
+            reported: Reported::default(),
+            unwritable: false,
+            unsaved: HashSet::new(),
             results_tx,
             in_flight: HashMap::new(),
             learned: HashSet::new(),
@@ -157,18 +183,22 @@ impl Shard {
                     ) {
                         tracing::debug!(agent = %result.agent_id, "late action result ignored: {e}");
                     }
-                    self.after_core(&mut state).await;
+                    self.after_core(&mut state, false).await;
                 }
                 // Operator requests: a person is waiting for the answer.
                 command = self.commands.recv(), if commands_open => {
                     match command {
                         Some(command) => {
-                            let ack = self.command(command, &mut state.events);
-                            self.after_core(&mut state).await;
+                            // While the store refuses writes, a decision is
+                            // refused before it is made.
+                            let refuse = state.unwritable.then(|| self.not_durable());
+                            let ack = self.command(command, refuse, &mut state.events);
+                            let durable = self.after_core(&mut state, false).await;
                             // Acknowledged once durable, with the agent as
                             // the command left it.
                             if let Some(ack) = ack {
-                                ack(&self);
+                                let durable = if durable { Ok(()) } else { Err(self.not_durable()) };
+                                ack(&self, durable);
                             }
                         }
                         None => commands_open = false,
@@ -229,7 +259,7 @@ impl Shard {
                     self.core.set_fleet(fleet);
                     self.core.tick(now, &mut state.events);
                     state.in_flight.retain(|_, task| !task.is_finished());
-                    self.after_core(&mut state).await;
+                    self.after_core(&mut state, true).await;
                     self.stage_learned(&mut state);
                 }
             }
@@ -269,23 +299,58 @@ impl Shard {
         for (_, vitals) in ready {
             self.core.observe(&vitals, now, &mut state.events);
         }
-        self.after_core(state).await;
+        self.after_core(state, false).await;
     }
 
-    /// Answers reads at once; runs an operator decision and returns its
-    /// acknowledgement, to be sent after the decision is made durable.
-    fn command(&mut self, command: ShardCommand, events: &mut Vec<Event>) -> Option<Ack> {
+    fn not_durable(&self) -> CommandError {
+        CommandError::NotDurable {
+            reason: self
+                .telemetry
+                .state
+                .unwritable()
+                .unwrap_or_else(|| "commit failed".to_string()),
+        }
+    }
+
+    /// Answers reads at once; runs an operator decision (unless `refuse`
+    /// says why not) and returns its acknowledgement, to be sent after the
+    /// decision is made durable.
+    fn command(
+        &mut self,
+        command: ShardCommand,
+        refuse: Option<CommandError>,
+        events: &mut Vec<Event>,
+    ) -> Option<Ack> {
         let now = now();
         let ack_view = |id: String, reply: Reply<AgentView>, result: Result<(), CommandError>| {
-            Some(Box::new(move |shard: &Shard| {
-                let answer = result.and_then(|()| {
-                    shard
-                        .view(&id)
-                        .ok_or(CommandError::UnknownAgent(id.clone()))
-                });
-                let _ = reply.send(answer);
-            }) as Ack)
+            Some(
+                Box::new(move |shard: &Shard, durable: Result<(), CommandError>| {
+                    let answer = result.and(durable).and_then(|()| {
+                        shard
+                            .view(&id)
+                            .ok_or(CommandError::UnknownAgent(id.clone()))
+                    });
+                    let _ = reply.send(answer);
+                }) as Ack,
+            )
         };
+        if let Some(refused) = refuse {
+            match command {
+                ShardCommand::Approve(_, reply)
+                | ShardCommand::Reject(_, reply)
+                | ShardCommand::HealNow(_, reply)
+                | ShardCommand::ResetBaseline(_, reply) => {
+                    let _ = reply.send(Err(refused));
+                    return None;
+                }
+                ShardCommand::Feedback(_, _, reply) => {
+                    let _ = reply.send(Err(refused));
+                    return None;
+                }
+                // Reads are answered.
+                read => return self.command(read, None, events),
+            }
+        }
         // A dropped reply means the requester gave up; nothing to do.
         match command {
             ShardCommand::Agents(reply) => {
@@ -338,9 +403,11 @@ impl Shard {
             }
             ShardCommand::Feedback(id, kind, reply) => {
                 let result = self.core.feedback(&id, kind, now, events);
-                return Some(Box::new(move |_: &Shard| {
-                    let _ = reply.send(result);
-                }));
+                return Some(Box::new(
+                    move |_: &Shard, durable: Result<(), CommandError>| {
+                        let _ = reply.send(durable.and(result));
+                    },
+                ));
             }
         }
         None
@@ -361,35 +428,69 @@ impl Shard {
     /// Carries out what the core decided: first makes it durable (state
     /// transitions, approvals and events are committed before anything
     /// acts on them), then effects to the executors (never awaited here: a
-    /// slow target must not stall detection), then events out.
-    async fn after_core(&mut self, state: &mut Loop) {
-        let effects: Vec<Effect> = self.core.drain_effects().collect();
-        for event in &mut state.events {
+    /// slow target must not stall detection), then events out. When the
+    /// commit fails nothing is carried out: effects wait in the core,
+    /// events here, until a commit succeeds (retried when `retry`, on the
+    /// tick). Returns whether what was decided is durable.
+    async fn after_core(&mut self, state: &mut Loop, retry: bool) -> bool {
+        for event in state.events.iter_mut().filter(|e| e.id.is_empty()) {
             state.sequence += 1;
             event.id = format!("{}-{}-{}", self.run_id, self.index, state.sequence);
         }
-        self.persist(state, !effects.is_empty()).await;
-        for effect in effects {
-            self.execute(effect, state);
+        self.forget_evicted(state);
+        let durable = self.persist(state, retry).await;
+        if durable {
+            let effects: Vec<Effect> = self.core.drain_effects().collect();
+            for effect in effects {
+                self.execute(effect, state);
+            }
+            self.publish(state).await;
+        } else if state.events.len() > MAX_HELD_EVENTS {
+            let extra = state.events.len() - MAX_HELD_EVENTS;
+            state.events.drain(..extra);
+            self.telemetry.events.send_failed.add(extra as u64);
         }
-        self.publish(state).await;
+        self.report(state);
+        durable
+    }
+
+    /// Evicted agents' stored state is deleted with the next flush, so a
+    /// restart does not bring them back.
+    fn forget_evicted(&mut self, state: &mut Loop) {
+        for id in self.core.drain_evicted() {
+            state.learned.remove(&id);
+            state.unsaved.remove(&id);
+            if let Some(writer) = &self.writer
+                && let Err(e) = writer.stage_forget_agent(&id)
+            {
+                tracing::warn!(agent = %id, "evicted agent's state not deleted: {e}");
+            }
+        }
     }
 
     /// Changed agents: staged for the next batched flush when nothing was
     /// decided, committed at once with the events when something was.
-    async fn persist(&mut self, state: &mut Loop, decided: bool) {
+    /// Returns whether the decisions are durable (always, without a store).
+    async fn persist(&mut self, state: &mut Loop, retry: bool) -> bool {
         let changed: Vec<String> = self.core.drain_changed().collect();
-        let Some(writer) = &self.writer else { return };
-        if !decided && state.events.is_empty() {
+        let Some(writer) = &self.writer else {
+            return true;
+        };
+        let decided = self.core.pending_effects() > 0 || !state.events.is_empty();
+        if !decided && !state.unwritable {
             // Learning only: staged on the next tick.
             state.learned.extend(changed);
-            return;
+            return true;
+        }
+        state.unsaved.extend(changed);
+        if state.unwritable && !retry {
+            return false;
         }
         let mut commit = Commit::new();
-        for id in changed {
-            state.learned.remove(&id);
-            if let Some(snapshot) = self.core.snapshot(&id)
-                && let Err(e) = commit.put(Table::Agents, &id, &snapshot)
+        for id in &state.unsaved {
+            state.learned.remove(id);
+            if let Some(snapshot) = self.core.snapshot(id)
+                && let Err(e) = commit.put(Table::Agents, id, &snapshot)
             {
                 tracing::warn!(agent = %id, "agent state not committed: {e}");
             }
@@ -397,8 +498,31 @@ impl Shard {
         if self.outbox {
             commit.events(state.events.iter().cloned());
         }
-        if let Err(e) = writer.commit_now(commit).await {
-            tracing::error!("state transition could not be made durable: {e}");
+        let health = &self.telemetry.state;
+        match writer.commit_now(commit).await {
+            Ok(_) => {
+                state.unsaved.clear();
+                if state.unwritable {
+                    state.unwritable = false;
+                    health.recovered(self.index);
+                    tracing::info!(
+                        shard = self.index,
+                        "state store writes again; held decisions carried out"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                if !state.unwritable {
+                    tracing::error!(
+                        shard = self.index,
+                        "state transition could not be made durable; nothing is acted on until it is (retried every tick): {e}"
+                    );
+                }
+                state.unwritable = true;
+                health.failed(self.index, e.to_string());
+                false
+            }
         }
     }
 
@@ -453,6 +577,7 @@ impl Shard {
         let counts = self.assembler.take_counters();
         detection.evicted_traces.add(counts.evicted);
         detection.late_spans.add(counts.late_spans);
+        detection.bad_timestamps.add(counts.bad_timestamps);
     }
 
     fn route(&mut self, closed: &mut Vec<Vitals>) {
@@ -490,17 +615,63 @@ impl Shard {
                 }
             }
         }
-        let agents = self.core.agent_count() as i64;
-        self.telemetry
-            .detection
-            .monitored_agents
-            .add(agents - state.agents_reported);
-        state.agents_reported = agents;
-        let shadowed = self.core.shadowed_turns();
-        self.telemetry
-            .detection
-            .shadowed_turns
-            .add(shadowed.saturating_sub(state.shadowed_reported));
-        state.shadowed_reported = shadowed;
+    }
+
+    /// Adds what the core counted since the last call to the pipeline's
+    /// telemetry, and says when the agent table is full (at most once per
+    /// `TABLE_LOG_EVERY`).
+    fn report(&mut self, state: &mut Loop) {
+        let core = &self.core;
+        let detection = &self.telemetry.detection;
+        let r = &mut state.reported;
+        let agents = core.agent_count() as i64;
+        detection.monitored_agents.add(agents - r.agents);
+        r.agents = agents;
+        for (counter, now, before) in [
+            (
+                &detection.shadowed_turns,
+                core.shadowed_turns(),
+                &mut r.shadowed,
+            ),
+            (
+                &detection.skipped_turns,
+                core.skipped_turns(),
+                &mut r.skipped,
+            ),
+            (
+                &detection.evicted_agents,
+                core.evicted_agents(),
+                &mut r.evicted,
+            ),
+            (
+                &detection.refused_turns,
+                core.refused_turns(),
+                &mut r.refused,
+            ),
+            (
+                &detection.bad_timestamps,
+                core.bad_timestamps(),
+                &mut r.bad_timestamps,
+            ),
+        ] {
+            counter.add(now.saturating_sub(*before));
+            *before = now;
+        }
+        let (evicted, refused, at) = r.logged;
+        if (r.evicted, r.refused) == (evicted, refused) {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if at.is_some_and(|at| now.duration_since(at) < TABLE_LOG_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            shard = self.index,
+            agents,
+            evicted = r.evicted - evicted,
+            refused_turns = r.refused - refused,
+            "agent table full: least recently seen agents evicted for new ones; turns of new agents refused when every agent must be kept"
+        );
+        r.logged = (r.evicted, r.refused, Some(now));
     }
 }

@@ -93,6 +93,29 @@ impl StateRecord for StoredApiKey {
     const VERSION: u16 = 1;
 }
 
+/// The key from `AGENT_IMMUNE_API_KEY`'s value (empty counts as unset):
+/// all a service without a `[state]` store can have.
+pub fn env_api_key(env_value: Option<&str>) -> Result<Option<ApiKey>, StateError> {
+    let Some(secret) = env_value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if secret.len() > MAX_API_KEY_LEN {
+        return Err(StateError::Encode {
+            what: API_KEY_ENV.to_string(),
+            message: format!("longer than {MAX_API_KEY_LEN} bytes"),
+        });
+    }
+    let key = ApiKey::from_secret(secret, ApiKeySource::Env);
+    if secret.len() < MIN_RECOMMENDED_LEN {
+        tracing::warn!(
+            prefix = key.prefix(),
+            "{API_KEY_ENV} is shorter than {MIN_RECOMMENDED_LEN} characters; a longer random key is safer"
+        );
+    }
+    tracing::info!(prefix = key.prefix(), "API key from {API_KEY_ENV}");
+    Ok(Some(key))
+}
+
 /// The key from `AGENT_IMMUNE_API_KEY`, else the stored one, else a new
 /// one (printed to `announce` once). Empty env values count as unset.
 pub fn resolve_api_key(
@@ -100,21 +123,7 @@ pub fn resolve_api_key(
     env_value: Option<&str>,
     announce: &mut dyn Write,
 ) -> Result<ApiKey, StateError> {
-    if let Some(secret) = env_value.filter(|v| !v.is_empty()) {
-        if secret.len() > MAX_API_KEY_LEN {
-            return Err(StateError::Encode {
-                what: API_KEY_ENV.to_string(),
-                message: format!("longer than {MAX_API_KEY_LEN} bytes"),
-            });
-        }
-        let key = ApiKey::from_secret(secret, ApiKeySource::Env);
-        if secret.len() < MIN_RECOMMENDED_LEN {
-            tracing::warn!(
-                prefix = key.prefix(),
-                "{API_KEY_ENV} is shorter than {MIN_RECOMMENDED_LEN} characters; a longer random key is safer"
-            );
-        }
-        tracing::info!(prefix = key.prefix(), "API key from {API_KEY_ENV}");
+    if let Some(key) = env_api_key(env_value)? {
         return Ok(key);
     }
     if let Some(bytes) = store.meta_get(meta_key::API_KEY)? {

@@ -1,5 +1,6 @@
-//! Writes waiting for the next flush: the latest encoded value per key,
-//! striped by key so shards staging different agents rarely share a lock.
+//! Writes waiting for the next flush: the latest encoded value per key (or
+//! its deletion), striped by key so shards staging different agents rarely
+//! share a lock.
 
 use super::error::StateError;
 use super::schema::Table;
@@ -14,7 +15,9 @@ const STRIPES: usize = 16;
 pub const MAX_STAGED: usize = 1_000_000;
 
 pub(crate) type StagedKey = (Table, String);
-type Stripe = HashMap<StagedKey, Vec<u8>>;
+/// The record's new encoded value; `None` deletes it.
+pub(crate) type StagedValue = Option<Vec<u8>>;
+type Stripe = HashMap<StagedKey, StagedValue>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
@@ -34,7 +37,7 @@ impl Staged {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn put(&self, table: Table, key: &str, value: Vec<u8>) -> Result<(), StateError> {
+    pub fn put(&self, table: Table, key: &str, value: StagedValue) -> Result<(), StateError> {
         let mut stripe = self.stripe(table, key);
         if let Some(slot) = stripe.get_mut(&(table, key.to_string())) {
             *slot = value;
@@ -51,14 +54,15 @@ impl Staged {
         Ok(())
     }
 
-    pub fn get(&self, table: Table, key: &str) -> Option<Vec<u8>> {
+    /// The staged value of `key`: `Some(None)` when its deletion is staged.
+    pub fn get(&self, table: Table, key: &str) -> Option<StagedValue> {
         self.stripe(table, key)
             .get(&(table, key.to_string()))
             .cloned()
     }
 
     /// Staged values of one table (for a load that must see them).
-    pub fn of_table(&self, table: Table) -> Vec<(String, Vec<u8>)> {
+    pub fn of_table(&self, table: Table) -> Vec<(String, StagedValue)> {
         let mut out = Vec::new();
         for stripe in &self.stripes {
             let stripe = stripe
@@ -74,7 +78,7 @@ impl Staged {
         out
     }
 
-    pub fn take_all(&self) -> Vec<(StagedKey, Vec<u8>)> {
+    pub fn take_all(&self) -> Vec<(StagedKey, StagedValue)> {
         let mut out = Vec::new();
         for stripe in &self.stripes {
             let mut stripe = stripe
@@ -88,7 +92,7 @@ impl Staged {
 
     /// Puts back what a failed write took, unless a newer value was staged
     /// for the key meanwhile.
-    pub fn restore(&self, entries: Vec<(StagedKey, Vec<u8>)>) {
+    pub fn restore(&self, entries: Vec<(StagedKey, StagedValue)>) {
         for ((table, key), value) in entries {
             let mut stripe = self.stripe(table, &key);
             if let std::collections::hash_map::Entry::Vacant(slot) = stripe.entry((table, key)) {
@@ -110,21 +114,21 @@ mod tests {
     #[test]
     fn latest_value_wins_and_restore_keeps_newer() {
         let staged = Staged::default();
-        staged.put(Table::Agents, "a", vec![1]).unwrap();
-        staged.put(Table::Agents, "a", vec![2]).unwrap();
-        staged.put(Table::Quarantine, "a", vec![3]).unwrap();
+        staged.put(Table::Agents, "a", Some(vec![1])).unwrap();
+        staged.put(Table::Agents, "a", Some(vec![2])).unwrap();
+        staged.put(Table::Quarantine, "a", Some(vec![3])).unwrap();
         assert_eq!(staged.len(), 2);
-        assert_eq!(staged.get(Table::Agents, "a"), Some(vec![2]));
+        assert_eq!(staged.get(Table::Agents, "a"), Some(Some(vec![2])));
         let taken = staged.take_all();
         assert_eq!((taken.len(), staged.len()), (2, 0));
-        staged.put(Table::Agents, "a", vec![9]).unwrap();
+        staged.put(Table::Agents, "a", None).unwrap();
         staged.restore(taken);
-        assert_eq!(staged.get(Table::Agents, "a"), Some(vec![9]));
-        assert_eq!(staged.get(Table::Quarantine, "a"), Some(vec![3]));
+        assert_eq!(staged.get(Table::Agents, "a"), Some(None));
+        assert_eq!(staged.get(Table::Quarantine, "a"), Some(Some(vec![3])));
         assert_eq!(staged.len(), 2);
         assert_eq!(
             staged.of_table(Table::Agents),
-            vec![("a".to_string(), vec![9])]
+            vec![("a".to_string(), None)]
         );
     }
 }

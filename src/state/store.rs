@@ -17,7 +17,7 @@ use super::random::random_bytes;
 use super::record::{self, RecordError, StateRecord, check_key};
 use super::recovery::{StoreWarning, open_db, storage};
 use super::schema::{META, OUTBOX, Table, meta_key};
-use super::staged::{Staged, StagedKey};
+use super::staged::{Staged, StagedKey, StagedValue};
 use crate::immune::event::Event;
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::BTreeMap;
@@ -46,6 +46,8 @@ struct Inner {
     /// Woken after events are appended.
     outbox_ready: Notify,
     metrics: StateMetrics,
+    /// Set by [`Store::inject_write_failure`]: writes fail with it.
+    write_failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -164,6 +166,7 @@ impl Store {
                 write_gate: Mutex::new(()),
                 outbox_ready: Notify::new(),
                 metrics: StateMetrics::default(),
+                write_failure: Mutex::new(None),
             }),
         };
         for warning in &store.inner.warnings {
@@ -217,6 +220,18 @@ impl Store {
         &self.inner.metrics
     }
 
+    /// Makes every later write transaction (commit, flush, outbox append)
+    /// fail with `reason`, as a full or failing disk would, until called
+    /// with `None`. A seam for tests of what the pipeline does when the
+    /// store cannot write; nothing in the service calls it.
+    pub fn inject_write_failure(&self, reason: Option<&str>) {
+        *self
+            .inner
+            .write_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason.map(str::to_string);
+    }
+
     // ---- records
 
     /// Keeps `value` in memory until the next flush (no disk I/O): for
@@ -230,7 +245,16 @@ impl Store {
     ) -> Result<(), StateError> {
         check_key(table.name(), key)?;
         let bytes = record::encode(&format!("{} record {key:?}", table.name()), value)?;
-        self.inner.staged.put(table, key, bytes)?;
+        self.inner.staged.put(table, key, Some(bytes))?;
+        self.inner.metrics.staged.set(self.staged_len() as i64);
+        Ok(())
+    }
+
+    /// Deletes the record under `key` at the next flush (no disk I/O); a
+    /// value staged later wins, as with [`Self::stage`].
+    pub fn stage_delete(&self, table: Table, key: &str) -> Result<(), StateError> {
+        check_key(table.name(), key)?;
+        self.inner.staged.put(table, key, None)?;
         self.inner.metrics.staged.set(self.staged_len() as i64);
         Ok(())
     }
@@ -248,8 +272,8 @@ impl Store {
                 message: e.to_string(),
             })
         };
-        if let Some(bytes) = self.inner.staged.get(table, key) {
-            return decode(&bytes).map(Some);
+        if let Some(staged) = self.inner.staged.get(table, key) {
+            return staged.map(|bytes| decode(&bytes)).transpose();
         }
         let read = self.inner.db.begin_read().map_err(|e| self.storage(e))?;
         let records = read
@@ -273,7 +297,12 @@ impl Store {
                 raw.insert(key.value().to_string(), value.value().to_vec());
             }
         }
-        raw.extend(self.inner.staged.of_table(table));
+        for (key, staged) in self.inner.staged.of_table(table) {
+            match staged {
+                Some(bytes) => raw.insert(key, bytes),
+                None => raw.remove(&key),
+            };
+        }
         let mut loaded = Loaded {
             records: Vec::with_capacity(raw.len()),
             skipped: Vec::new(),
@@ -327,7 +356,16 @@ impl Store {
             return Ok(Committed::default());
         }
         let has_events = !events.is_empty();
-        let result = self.write_txn(&staged, ops, events);
+        let injected = self
+            .inner
+            .write_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let result = match injected {
+            Some(message) => Err(redb::Error::Io(std::io::Error::other(message))),
+            None => self.write_txn(&staged, ops, events),
+        };
         let metrics = &self.inner.metrics;
         match result {
             Ok(outbox) => {
@@ -352,7 +390,7 @@ impl Store {
 
     fn write_txn(
         &self,
-        staged: &[(StagedKey, Vec<u8>)],
+        staged: &[(StagedKey, StagedValue)],
         ops: Vec<Op>,
         events: Vec<Event>,
     ) -> Result<AppendOutcome, redb::Error> {
@@ -503,7 +541,7 @@ impl Store {
 fn apply<'a>(
     txn: &WriteTransaction,
     table: Table,
-    staged: impl Iterator<Item = &'a (StagedKey, Vec<u8>)>,
+    staged: impl Iterator<Item = &'a (StagedKey, StagedValue)>,
     ops: impl Iterator<Item = &'a Op>,
 ) -> Result<(), redb::Error> {
     let mut staged = staged.peekable();
@@ -513,7 +551,10 @@ fn apply<'a>(
     }
     let mut records = txn.open_table(table.definition())?;
     for ((_, key), value) in staged {
-        records.insert(key.as_str(), value.as_slice())?;
+        match value {
+            Some(value) => records.insert(key.as_str(), value.as_slice())?,
+            None => records.remove(key.as_str())?,
+        };
     }
     for op in ops {
         match op {

@@ -48,6 +48,11 @@ impl StateWriter {
         self.store.stage(Table::Agents, agent_id, snapshot)
     }
 
+    /// Stages the deletion of an agent's record (evicted from the core).
+    pub fn stage_forget_agent(&self, agent_id: &str) -> Result<(), StateError> {
+        self.store.stage_delete(Table::Agents, agent_id)
+    }
+
     /// Writes everything staged now; returns how many records.
     pub async fn flush(&self) -> Result<usize, StateError> {
         let store = self.store.clone();

@@ -319,3 +319,27 @@ pub async fn run_python_agent(
         .map(|l| serde_json::from_str(l).expect("agent turn line"))
         .collect()
 }
+
+/// Turn `i` of `agent`, ending about now (agents' clocks agree with ours),
+/// with a deterministic ±20% wobble so its baseline has a real spread:
+/// ~400 input and 120 output tokens, 2 tool calls, 2 LLM calls of ~300 ms;
+/// `latency_factor` and `token_factor` make it sick.
+pub fn wobbled_turn(
+    agent: &str,
+    i: u64,
+    latency_factor: f64,
+    token_factor: f64,
+) -> agent_immune::testdata::AgentTrace {
+    let w =
+        0.8 + 0.4 * ((i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64 / (1u64 << 53) as f64);
+    // Each agent's turns get their own trace ids (the seed picks them).
+    let salt = agent
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    agent_immune::testdata::AgentTrace::new(agent)
+        .seed(salt.wrapping_mul(1_000_003).wrapping_add(i))
+        .start(agent_immune::pipeline::shard::now())
+        .tokens((400.0 * w * token_factor) as u64, (120.0 * w) as u64)
+        .tool_calls(2)
+        .latency_ms(300.0 * w * latency_factor, 50.0)
+}

@@ -40,7 +40,8 @@ pub struct SpanFacts {
     /// `None` for a root span (empty or all-zero parent id).
     pub parent_span_id: Option<SpanId>,
     pub start_ns: UnixNanos,
-    /// Never before `start_ns` (a span that ends before it starts lasted 0).
+    /// As sent: it may be before `start_ns` (then `duration_ns` is 0, and
+    /// the turn's timing is not believed, see `immune::timing`).
     pub end_ns: UnixNanos,
     pub class: SpanClass,
     /// Status ERROR (or `error.type` set on a span whose status is not OK).

@@ -221,7 +221,7 @@ impl Recogniser {
             span_id,
             parent_span_id,
             start_ns: span.start_time_unix_nano,
-            end_ns: span.end_time_unix_nano.max(span.start_time_unix_nano),
+            end_ns: span.end_time_unix_nano,
             class,
             failed,
             error_type,

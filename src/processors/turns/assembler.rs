@@ -31,6 +31,9 @@ pub struct TurnCounters {
     pub spans_over_limit: u64,
     /// Closed traces that held no agent turn (no LLM, tool or agent span).
     pub traces_without_turn: u64,
+    /// Turns whose timestamps could not be believed (unset, reversed, far
+    /// in the future, too long): judged with latency and end unknown.
+    pub bad_timestamps: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -241,8 +244,11 @@ impl TurnAssembler {
             CloseReason::Drain => self.counters.closed_at_drain += 1,
             CloseReason::Evicted => self.counters.evicted += 1,
         }
-        let turns = turns_of_trace(trace.spans, out);
+        let first = out.len();
+        let turns = turns_of_trace(trace.spans, trace.last_seen, out);
         self.counters.turns += turns as u64;
+        self.counters.bad_timestamps +=
+            out[first..].iter().filter(|v| v.end_time == 0).count() as u64;
         if turns == 0 {
             self.counters.traces_without_turn += 1;
         }

@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use std::time::Duration;
 
 const SECOND: UnixNanos = 1_000_000_000;
+/// When the test traces are received: after every span of them ended.
+const RECEIVED: UnixNanos = 1_800_000_000 * SECOND;
 
 fn facts(request: &ExportTraceServiceRequest) -> Vec<SpanFacts> {
     let mut out = Vec::new();
@@ -24,7 +26,7 @@ fn facts(request: &ExportTraceServiceRequest) -> Vec<SpanFacts> {
 
 fn turns(spans: Vec<Span>) -> Vec<Vitals> {
     let mut out = Vec::new();
-    turns_of_trace(facts(&request("svc", spans)), &mut out);
+    turns_of_trace(facts(&request("svc", spans)), RECEIVED, &mut out);
     out
 }
 
@@ -549,7 +551,7 @@ fn synthetic_traces_give_the_vitals_they_describe() {
         .seed(7);
     let mut out = Vec::new();
     let mut a = assembler(TurnsConfig::default());
-    a.add_batch(facts(&trace.request()), 0, &mut out);
+    a.add_batch(facts(&trace.request()), trace.end(), &mut out);
     assert_eq!(out.len(), 1);
     let v = &out[0];
     assert_eq!(v.agent_id, "planner-1");
@@ -611,9 +613,52 @@ fn a_turn_carries_the_resource_attributes_enforcement_reads() {
         .keeping_resource(["process.pid".to_string()])
         .recognise(&req, &mut spans);
     let mut out = Vec::new();
-    turns_of_trace(spans, &mut out);
+    turns_of_trace(spans, RECEIVED, &mut out);
     assert_eq!(
         by_agent(&out, "pid-agent").resource,
         [("process.pid".to_string(), "77".to_string())]
     );
+}
+
+#[test]
+fn turns_with_unbelievable_timestamps_have_unknown_latency_and_end_and_are_counted() {
+    let traced = |trace: u64, start: u64, end: u64| {
+        let mut root = span(trace, 1, None, "invoke_agent", (0, 30), agent("clock"));
+        root.start_time_unix_nano = start;
+        root.end_time_unix_nano = end;
+        vec![span(trace, 2, Some(1), "chat", (10, 20), chat(5, 5)), root]
+    };
+    let with_times = |start: u64, end: u64| traced(1, start, end);
+    let good = turns(with_times(RECEIVED - 2 * SECOND, RECEIVED - SECOND));
+    assert_eq!(good[0].latency_ms, 1000.0);
+    assert_eq!(good[0].end_time, RECEIVED - SECOND);
+    // The inputs: start 0; start 0 and end u64::MAX; both
+    // u64::MAX; and an end before the start.
+    for (start, end) in [
+        (0, RECEIVED),
+        (0, u64::MAX),
+        (u64::MAX, u64::MAX),
+        (RECEIVED, RECEIVED - SECOND),
+    ] {
+        let out = turns(with_times(start, end));
+        assert!(
+            out[0].latency_ms.is_nan(),
+            "{start}..{end}: {}",
+            out[0].latency_ms
+        );
+        assert_eq!(out[0].end_time, 0, "{start}..{end}");
+        // Everything else is still read.
+        assert_eq!((out[0].input_tokens, out[0].output_tokens), (5, 5));
+    }
+    let mut a = assembler(TurnsConfig::default());
+    let mut out = Vec::new();
+    a.add_batch(
+        facts(&request("svc", traced(1, 0, u64::MAX))),
+        RECEIVED,
+        &mut out,
+    );
+    let fine = traced(2, RECEIVED - 2 * SECOND, RECEIVED - SECOND);
+    a.add_batch(facts(&request("svc", fine)), RECEIVED, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(a.counters().bad_timestamps, 1);
 }

@@ -6,7 +6,8 @@
 //! every other span belongs to its nearest owning agent ancestor, and the
 //! spans under no agent form the trace-level turn.
 
-use crate::immune::vitals::{SpanId, TraceId, Vitals};
+use crate::immune::timing;
+use crate::immune::vitals::{SpanId, TraceId, UnixNanos, Vitals};
 use crate::processors::genai::{SpanClass, SpanFacts};
 use std::sync::Arc;
 
@@ -14,10 +15,16 @@ const NONE: u32 = u32::MAX;
 /// Distinct models tallied per turn when choosing the turn's model.
 const MAX_MODELS_PER_TURN: usize = 64;
 
-/// Appends the vitals of every turn in `spans` (all of one trace) to `out`
-/// and returns how many there were. Duplicate span ids (a retried export)
-/// count once; parent cycles are cut.
-pub fn turns_of_trace(mut spans: Vec<SpanFacts>, out: &mut Vec<Vitals>) -> usize {
+/// Appends the vitals of every turn in `spans` (all of one trace, its last
+/// span received at `received`) to `out` and returns how many there were.
+/// Duplicate span ids (a retried export) count once; parent cycles are cut.
+/// A turn whose timestamps cannot be believed (`timing::check_span`) has an
+/// unknown latency (NaN) and end (0).
+pub fn turns_of_trace(
+    mut spans: Vec<SpanFacts>,
+    received: UnixNanos,
+    out: &mut Vec<Vitals>,
+) -> usize {
     let Some(first) = spans.first() else {
         return 0;
     };
@@ -37,7 +44,7 @@ pub fn turns_of_trace(mut spans: Vec<SpanFacts>, out: &mut Vec<Vitals>) -> usize
     for group in members.chunk_by(|a, b| a.0 == b.0) {
         let owner = group[0].0;
         let indices: Vec<u32> = group.iter().map(|(_, i)| *i).collect();
-        if let Some(vitals) = turn_vitals(trace_id, &spans, &tree, owner, &indices) {
+        if let Some(vitals) = turn_vitals(trace_id, &spans, &tree, owner, &indices, received) {
             out.push(vitals);
         }
     }
@@ -184,6 +191,7 @@ fn turn_vitals(
     tree: &Tree,
     owner: u32,
     members: &[u32],
+    received: UnixNanos,
 ) -> Option<Vitals> {
     let mut vitals = Vitals {
         trace_id,
@@ -282,17 +290,22 @@ fn turn_vitals(
             .map(|&i| i as usize)
             .find(|&i| spans[i].parent_span_id.is_none() && tree.parent[i] == NONE)
     };
-    match root {
+    let (start, end) = match root {
         Some(r) => {
             vitals.root_span_id = spans[r].span_id;
-            vitals.end_time = spans[r].end_ns;
-            vitals.latency_ms = spans[r].duration_ns() as f64 / 1e6;
+            (spans[r].start_ns, spans[r].end_ns)
         }
         None => {
             vitals.root_span_id = spans[members[0] as usize].span_id;
-            vitals.end_time = max_end;
-            vitals.latency_ms = max_end.saturating_sub(min_start) as f64 / 1e6;
+            (min_start, max_end)
         }
+    };
+    if timing::check_span(start, end, received).is_ok() {
+        vitals.end_time = end;
+        vitals.latency_ms = (end - start) as f64 / 1e6;
+    } else {
+        vitals.end_time = 0;
+        vitals.latency_ms = f64::NAN;
     }
 
     let hash = (owner != NONE)
