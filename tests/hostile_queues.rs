@@ -187,8 +187,7 @@ async fn unavailable_next_hop() -> (u16, Unavailable) {
 fn big_export(bytes: usize) -> Vec<u8> {
     let mut request = AgentTrace::new("bulky-agent").request();
     let span = &mut request.resource_spans[0].scope_spans[0].spans[0];
-    span.attributes
-        .push(kv_str("payload", &"x".repeat(bytes)));
+    span.attributes.push(kv_str("payload", &"x".repeat(bytes)));
     request.encode_to_vec()
 }
 

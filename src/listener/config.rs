@@ -17,11 +17,12 @@ pub struct ListenerConfig {
     /// process's file-descriptor limit at start. Default 1024.
     pub max_connections: usize,
     /// Time a new connection has to deliver its first request's head (the
-    /// HTTP/2 preface included), and any later HTTP/1 request its head;
-    /// slower connections are closed. Default "10s".
+    /// HTTP/2 preface included); slower connections are closed. Default
+    /// "10s".
     #[serde(with = "crate::config::duration")]
     pub read_header_timeout: Duration,
-    /// Time a connection may stay open with no request in flight. Default
+    /// Time a connection may stay open with no request in flight (a later
+    /// request whose head is still arriving is not yet in flight). Default
     /// "60s".
     #[serde(with = "crate::config::duration")]
     pub idle_timeout: Duration,

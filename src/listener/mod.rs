@@ -8,8 +8,8 @@
 //!   descriptor there, and are served as soon as a slot frees);
 //! - a deadline for the first request's head (`read_header_timeout`), which
 //!   for HTTP/2 includes the connection preface, and an `idle_timeout` for
-//!   connections with no request in flight; HTTP/2 keep-alive pings find
-//!   dead peers under long requests;
+//!   connections with no request in flight (a head still arriving is not in
+//!   flight); HTTP/2 keep-alive pings find dead peers under long requests;
 //! - accept errors (out of file descriptors) are counted and retried after
 //!   a short back-off, never spun on and never fatal;
 //! - at start the soft file-descriptor limit is raised to the hard one and

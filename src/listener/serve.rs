@@ -42,10 +42,10 @@ impl HttpListener {
     /// HTTP/1.1 and HTTP/2 (h2c, by preface) on `tcp`.
     pub fn new(tcp: TcpListener, config: &ListenerConfig, metrics: Arc<ListenerMetrics>) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.read_header_timeout);
+        // Head deadlines are the connection's own (see `Connection::run`):
+        // hyper's would also cut idle keep-alive connections at the header
+        // timeout, and only for HTTP/1.
+        builder.http1().header_read_timeout(None);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -229,11 +229,6 @@ impl Connection {
             }
         };
         if let Err(e) = outcome {
-            if e.downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_timeout)
-            {
-                self.metrics.header_timeouts.inc();
-            }
             tracing::debug!(listener = %self.metrics.name, %peer, "connection closed: {e}");
         }
     }
