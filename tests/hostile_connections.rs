@@ -40,9 +40,8 @@ fn pieces(grpc: bool) -> Vec<Vec<u8>> {
 }
 
 /// Trickles `pieces` on `stream` until the server closes it; returns how
-/// long the connection stayed open.
-async fn trickle(mut stream: TcpStream, grpc: bool) -> Duration {
-    let opened = Instant::now();
+/// long the connection stayed open since `opened` (before the connect).
+async fn trickle(mut stream: TcpStream, opened: Instant, grpc: bool) -> Duration {
     let mut pieces = pieces(grpc).into_iter();
     let mut buf = [0u8; 1024];
     loop {
@@ -99,8 +98,9 @@ async fn slow_header_connections_are_cut_and_health_and_export_stay_up() {
     let mut slow = tokio::task::JoinSet::new();
     for i in 0..SLOW_CONNECTIONS {
         let port = ports[i % ports.len()];
+        let opened = Instant::now();
         let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        slow.spawn(trickle(stream, port == grpc));
+        slow.spawn(trickle(stream, opened, port == grpc));
     }
 
     // Health and an ordinary export still get through (at worst after the
