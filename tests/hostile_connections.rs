@@ -9,8 +9,8 @@ mod common;
 
 use agent_immune::testdata::AgentTrace;
 use common::binary::Binary;
-use common::free_port;
 use common::pipeline::TestPipeline;
+use common::{free_port, metric_sample, metrics_text};
 use prost::Message;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,12 +59,6 @@ async fn trickle(mut stream: TcpStream, opened: Instant, grpc: bool) -> Duration
             }
         }
     }
-}
-
-/// The value of the sample `name` (with its labels) in a Prometheus text.
-fn sample(text: &str, name: &str) -> Option<i64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,32 +133,25 @@ async fn slow_header_connections_are_cut_and_health_and_export_stay_up() {
         "a slow connection was closed after {shortest:?}, before the header timeout"
     );
 
-    let metrics = client
-        .get(format!("http://127.0.0.1:{api}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&format!("http://127.0.0.1:{api}")).await;
     let mut timeouts = 0;
     for listener in ["otlp/grpc", "otlp/http", "llm_proxy", "api"] {
         let label = format!("{{listener=\"{listener}\"}}");
-        let cut = sample(
+        let cut = metric_sample(
             &metrics,
             &format!("agent_immune_listener_header_timeouts{label}"),
         )
         .unwrap_or_else(|| panic!("header timeouts of {listener} exported:\n{metrics}"));
         assert!(cut > 0, "{listener} cut its slow connections:\n{metrics}");
         timeouts += cut;
-        let cap = sample(
+        let cap = metric_sample(
             &metrics,
             &format!("agent_immune_listener_max_connections{label}"),
         )
         .unwrap();
         assert!(cap > 0 && cap < FD_LIMIT as i64, "{listener} cap {cap}");
         assert_eq!(
-            sample(
+            metric_sample(
                 &metrics,
                 &format!("agent_immune_listener_accept_errors{label}")
             ),
@@ -177,7 +164,7 @@ async fn slow_header_connections_are_cut_and_health_and_export_stay_up() {
     let deferred: i64 = ["otlp/grpc", "otlp/http", "llm_proxy", "api"]
         .iter()
         .filter_map(|l| {
-            sample(
+            metric_sample(
                 &metrics,
                 &format!("agent_immune_listener_deferred_connections{{listener=\"{l}\"}}"),
             )

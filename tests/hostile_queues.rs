@@ -9,7 +9,7 @@ mod common;
 use agent_immune::testdata::{AgentTrace, kv_str};
 use common::binary::Binary;
 use common::pipeline::TestPipeline;
-use common::{free_port, poll_until};
+use common::{free_port, metric_sample, metrics_text, poll_until};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -31,21 +31,6 @@ fn config_file(dir: &Path, pipeline: &TestPipeline) -> std::path::PathBuf {
     let path = dir.join("agent-immune.toml");
     std::fs::write(&path, pipeline.text()).unwrap();
     path
-}
-
-/// The value of the sample `name` in a Prometheus text.
-fn sample(text: &str, name: &str) -> Option<i64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-async fn metrics(api: &str) -> String {
-    reqwest::get(format!("{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// What one ingest client saw.
@@ -139,8 +124,8 @@ async fn ingest_flood_gets_429_once_the_detection_queue_is_full_and_memory_stays
     })
     .await;
 
-    let text = metrics(&api).await;
-    let counted = sample(&text, "agent_immune_detection_refused_vitals").unwrap();
+    let text = metrics_text(&api).await;
+    let counted = metric_sample(&text, "agent_immune_detection_refused_vitals").unwrap();
     assert_eq!(counted, refused as i64 * 1000, "{text}");
     let peak = bin.peak_rss_bytes();
     eprintln!(
@@ -242,8 +227,8 @@ async fn forward_queue_refuses_big_exports_retryably_at_its_byte_bound() {
         "the held bytes on /metrics",
         Duration::from_secs(30),
         async || {
-            let held = sample(
-                &metrics(&api).await,
+            let held = metric_sample(
+                &metrics_text(&api).await,
                 "agent_immune_exporter_queue_bytes{exporter=\"otlp_forward\"}",
             )?;
             (held >= 3 * 19 * MIB as i64 && held <= 64 * MIB as i64).then_some(())
