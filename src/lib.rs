@@ -12,6 +12,7 @@ pub mod config;
 pub mod executors;
 pub mod exporters;
 pub mod immune;
+pub mod listener;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;

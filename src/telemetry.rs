@@ -72,6 +72,8 @@ pub struct ExporterMetrics {
     pub send_failed: Counter,
     pub enqueue_failed: Counter,
     pub queue_size: Gauge,
+    /// Bytes the queued and in-flight requests hold (forwarding only).
+    pub queue_bytes: Gauge,
 }
 
 /// Detection-side counters.
@@ -102,6 +104,12 @@ pub struct DetectionMetrics {
     /// Turns whose timestamps could not be believed (unset, reversed, far
     /// in the future, too long): judged with latency and end unknown.
     pub bad_timestamps: Counter,
+    /// Vitals records (JSON ingest, LLM proxy) refused because their
+    /// shard's vitals queue was full.
+    pub refused_vitals: Counter,
+    /// Turns assembled from spans that were not judged because the owning
+    /// shard's turn queue was full.
+    pub dropped_turns: Counter,
 }
 
 /// All of the pipeline's own counters, shared by reference.
@@ -111,6 +119,8 @@ pub struct Telemetry {
     pub forward: ExporterMetrics,
     pub events: ExporterMetrics,
     pub detection: DetectionMetrics,
+    /// Each listener's connection counters.
+    pub listeners: crate::listener::ListenerRegistry,
     /// The llm_proxy receiver's counters and added-latency histogram.
     pub llm_proxy: crate::receivers::llm_proxy::metrics::ProxyMetrics,
     /// Whether the state store takes the shards' commits (readiness).

@@ -115,7 +115,13 @@ fn events_config(endpoint: String, protocol: Protocol) -> EventsConfig {
 /// sender, await the task): its counters are final when this returns.
 async fn forward_all(cfg: &OtlpForwardConfig, items: Vec<ForwardItem>) -> Arc<Telemetry> {
     let telemetry = Arc::new(Telemetry::default());
-    let (tx, task) = otlp_forward::start(cfg, telemetry.clone(), CancellationToken::new()).unwrap();
+    let (tx, task) = otlp_forward::start(
+        "otlp_forward",
+        cfg,
+        telemetry.clone(),
+        CancellationToken::new(),
+    )
+    .unwrap();
     for item in items {
         tx.send(item).await.unwrap();
     }
@@ -533,20 +539,21 @@ async fn forward_queue_full_is_visible_to_try_reserve_and_cancel_drains_it() {
     cfg.sending_queue.num_consumers = 1;
     let telemetry = Arc::new(Telemetry::default());
     let cancel = CancellationToken::new();
-    let (tx, task) = otlp_forward::start(&cfg, telemetry.clone(), cancel.clone()).unwrap();
+    let (tx, task) =
+        otlp_forward::start("otlp_forward", &cfg, telemetry.clone(), cancel.clone()).unwrap();
     let (bytes, items) = forwarded_bytes();
-    tx.try_reserve()
+    tx.try_reserve(bytes.len())
         .unwrap()
         .send(traces_item(bytes.clone(), items));
     sink.arrived.notified().await; // the one consumer is now busy
-    tx.try_reserve()
+    tx.try_reserve(bytes.len())
         .unwrap()
         .send(traces_item(bytes.clone(), items));
-    tx.try_reserve()
+    tx.try_reserve(bytes.len())
         .unwrap()
         .send(traces_item(bytes.clone(), items));
     assert!(
-        tx.try_reserve().is_err(),
+        tx.try_reserve(0).is_err(),
         "queue of 2 is full while the consumer is busy"
     );
 
@@ -565,7 +572,8 @@ async fn forward_queue_full_is_visible_to_try_reserve_and_cancel_drains_it() {
     assert_eq!(sink.take().len(), 3);
     assert_eq!(telemetry.forward.sent.get(), 3 * items);
     assert_eq!(telemetry.forward.queue_size.get(), 0);
-    assert!(tx.try_reserve().is_err(), "closed after shutdown");
+    assert_eq!(telemetry.forward.queue_bytes.get(), 0);
+    assert!(tx.try_reserve(0).is_err(), "closed after shutdown");
 }
 
 // ---- events

@@ -1,6 +1,7 @@
 //! `[api]`: where the management API and dashboard listen, and who may read.
 
 use crate::config::ConfigIssue;
+use crate::listener::ListenerConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -28,6 +29,10 @@ pub struct ApiConfig {
     pub max_ingest_batch: usize,
     /// Serve the web dashboard at `/`. Default true.
     pub dashboard: bool,
+    /// Connection limits of the API's listener; it keeps its own share of
+    /// file descriptors so `/healthz` answers when other listeners are
+    /// flooded.
+    pub listener: ListenerConfig,
 }
 
 impl Default for ApiConfig {
@@ -38,6 +43,7 @@ impl Default for ApiConfig {
             max_body_kib: 1024,
             max_ingest_batch: 1000,
             dashboard: true,
+            listener: ListenerConfig::default(),
         }
     }
 }
@@ -60,6 +66,7 @@ impl ApiConfig {
                 format!("must be between 1 and {MAX_INGEST_BATCH_LIMIT}"),
             ));
         }
+        issues.extend(self.listener.validate());
         issues
     }
 

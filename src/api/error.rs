@@ -62,6 +62,8 @@ impl From<FleetError> for ApiError {
     fn from(e: FleetError) -> Self {
         match e {
             FleetError::Stopped => Self::unavailable("the pipeline is stopping"),
+            FleetError::Full => Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+            FleetError::TooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
             FleetError::Command(c) => c.into(),
         }
     }
@@ -93,6 +95,13 @@ impl IntoResponse for ApiError {
             field: self.field.as_deref(),
         };
         let mut response = (self.status, Json(body)).into_response();
+        // Overload is retryable: say when (the OTLP receivers' delay).
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::receivers::otlp::RETRY_DELAY.as_secs().max(1)),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

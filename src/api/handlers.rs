@@ -276,9 +276,7 @@ fn ingest_batch(state: &Shared, raw: std::result::Result<Bytes, BytesRejection>)
     let fleet = state.fleet()?;
     let batch = ingest::parse_batch(&raw, state.config.max_ingest_batch, now(), &mut fresh_ids)?;
     let accepted = batch.len();
-    for vitals in batch {
-        fleet.ingest(vitals)?;
-    }
+    fleet.ingest(batch)?;
     Ok(accepted)
 }
 

@@ -3,11 +3,13 @@
 //! `agent_immune_receiver_accepted_spans`).
 
 use crate::immune::lifecycle::LifecycleState;
+use crate::listener::ListenerMetrics;
 use crate::pipeline::consumer::Signal;
 use crate::receivers::llm_proxy::metrics::ProxyMetrics;
 use crate::telemetry::{Counter, ExporterMetrics, Telemetry};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 fn item_name(signal: Signal) -> &'static str {
     match signal {
@@ -122,6 +124,59 @@ impl Out {
         let _ = writeln!(self.0, "{name}_count {}", h.count());
     }
 
+    fn listeners(&mut self, listeners: &[Arc<ListenerMetrics>]) {
+        type Read = fn(&ListenerMetrics) -> i128;
+        let families: [(&str, &str, &str, Read); 6] = [
+            (
+                "listener_max_connections",
+                "gauge",
+                "Connections a listener serves at once (its cap after fitting to the fd limit).",
+                |m| m.max_connections.get().into(),
+            ),
+            (
+                "listener_open_connections",
+                "gauge",
+                "Connections open now.",
+                |m| m.open_connections.get().into(),
+            ),
+            (
+                "listener_deferred_connections",
+                "counter",
+                "Connections left waiting in the backlog because the listener was at its cap.",
+                |m| m.deferred_connections.get().into(),
+            ),
+            (
+                "listener_header_timeouts",
+                "counter",
+                "Connections closed for not sending a request head within read_header_timeout.",
+                |m| m.header_timeouts.get().into(),
+            ),
+            (
+                "listener_idle_timeouts",
+                "counter",
+                "Connections closed after idle_timeout without a request.",
+                |m| m.idle_timeouts.get().into(),
+            ),
+            (
+                "listener_accept_errors",
+                "counter",
+                "Failed accepts (e.g. out of file descriptors), each followed by a back-off.",
+                |m| m.accept_errors.get().into(),
+            ),
+        ];
+        if listeners.is_empty() {
+            return;
+        }
+        for (name, kind, help, read) in families {
+            let labels: Vec<(String, i128)> = listeners
+                .iter()
+                .map(|m| (format!("{{listener=\"{}\"}}", m.name), read(m)))
+                .collect();
+            let samples: Vec<(&str, i128)> = labels.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            self.metric(name, kind, help, &samples);
+        }
+    }
+
     fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, i128)]) {
         let _ = writeln!(self.0, "# HELP agent_immune_{name} {help}");
         let _ = writeln!(self.0, "# TYPE agent_immune_{name} {kind}");
@@ -220,6 +275,15 @@ pub fn render(t: &Telemetry, agents_by_state: Option<&BTreeMap<String, usize>>) 
         &[("", t.receiver.malformed_requests.get().into())],
     );
     out.exporter("otlp_forward", "items", &t.forward);
+    out.metric(
+        "exporter_queue_bytes",
+        "gauge",
+        "Bytes the forwarding queue's waiting and in-flight requests hold.",
+        &[(
+            "{exporter=\"otlp_forward\"}",
+            t.forward.queue_bytes.get().into(),
+        )],
+    );
     out.exporter("events", "log_records", &t.events);
     let d = &t.detection;
     out.metric(
@@ -295,6 +359,18 @@ pub fn render(t: &Telemetry, agents_by_state: Option<&BTreeMap<String, usize>>) 
         &[("", t.state.failed_commits.get().into())],
     );
     out.metric(
+        "detection_refused_vitals",
+        "counter",
+        "Vitals records (JSON ingest, LLM proxy) refused because the detection queue was full.",
+        &[("", d.refused_vitals.get().into())],
+    );
+    out.metric(
+        "detection_dropped_turns",
+        "counter",
+        "Turns assembled from spans and not judged because the owning shard's turn queue was full.",
+        &[("", d.dropped_turns.get().into())],
+    );
+    out.metric(
         "monitored_agents",
         "gauge",
         "Agents with a baseline.",
@@ -319,6 +395,7 @@ pub fn render(t: &Telemetry, agents_by_state: Option<&BTreeMap<String, usize>>) 
             &samples,
         );
     }
+    out.listeners(&t.listeners.all());
     out.llm_proxy(&t.llm_proxy);
     out.0
 }
@@ -332,6 +409,7 @@ mod tests {
     fn agent_states_and_proxy_metrics_are_rendered() {
         let t = Telemetry::default();
         t.llm_proxy.requests.add(7);
+        t.listeners.register("otlp/http").header_timeouts.add(2);
         t.llm_proxy.added_latency.record(Duration::from_micros(80));
         let mut by_state = BTreeMap::new();
         by_state.insert("HEALTHY".to_string(), 3);
@@ -342,6 +420,7 @@ mod tests {
         );
         assert!(text.contains("agent_immune_agents{state=\"QUARANTINED\"} 0\n"));
         assert!(text.contains("agent_immune_llm_proxy_requests 7\n"));
+        assert!(text.contains("agent_immune_listener_header_timeouts{listener=\"otlp/http\"} 2\n"));
         assert!(
             text.contains("agent_immune_llm_proxy_added_latency_seconds_bucket{le=\"0.0001\"} 1\n")
         );

@@ -6,6 +6,7 @@ use super::config::ApiConfig;
 use super::error::ApiError;
 use super::metrics::ApiCounters;
 use super::{handlers, pages, proxy};
+use crate::listener::HttpListener;
 use crate::pipeline::fleet::Fleet;
 use crate::receivers::llm_proxy::{AgentRegistry, PolicyEngine};
 use crate::state::ApiKey;
@@ -269,13 +270,11 @@ pub async fn serve(
     if state.api_key.is_none() {
         tracing::warn!("no API key configured: mutating API calls and ingest are refused");
     }
+    let metrics = state.telemetry.listeners.register("api");
+    let listener = HttpListener::new(listener, &state.config.listener, metrics);
     let app = router(state);
     let task = tokio::spawn(async move {
-        let shutdown = cancel.cancelled_owned();
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        if let Err(e) = listener.serve(app, cancel.cancelled_owned()).await {
             tracing::error!("management API stopped: {e}");
         }
     });

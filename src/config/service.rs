@@ -33,6 +33,10 @@ pub struct ServiceConfig {
     pub shards: usize,
     /// Span batches each detection shard may queue. Default 1024.
     pub detection_queue: usize,
+    /// Vitals records (JSON ingest, LLM proxy) each detection shard may
+    /// queue; when full, ingest answers 429 and the proxy skips detection
+    /// for the call (counted). Default 4096.
+    pub vitals_queue: usize,
     /// `refuse` (default) or `drop`: see [`WhenFull`].
     pub when_detection_full: WhenFull,
     /// Log filter for agent-immune's own logs (tracing EnvFilter syntax);
@@ -47,6 +51,7 @@ impl Default for ServiceConfig {
         Self {
             shards: 0,
             detection_queue: 1024,
+            vitals_queue: 4096,
             when_detection_full: WhenFull::Refuse,
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
@@ -63,6 +68,12 @@ impl ServiceConfig {
         if self.detection_queue == 0 || self.detection_queue > 1_000_000 {
             issues.push(ConfigIssue::new(
                 "detection_queue",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.vitals_queue == 0 || self.vitals_queue > 1_000_000 {
+            issues.push(ConfigIssue::new(
+                "vitals_queue",
                 "must be between 1 and 1000000",
             ));
         }

@@ -12,6 +12,7 @@ use crate::immune::event::{AttrValue, Event};
 use crate::immune::fleet::HealingStat;
 use crate::immune::lifecycle::LifecycleState;
 use crate::immune::vitals::{UnixNanos, Vitals};
+use crate::telemetry::Telemetry;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -108,6 +109,14 @@ pub enum FleetError {
     Command(#[from] CommandError),
     #[error("the pipeline is shutting down")]
     Stopped,
+    /// Retryable: the detection queue of vitals is full.
+    #[error("the detection queue is full ([service] vitals_queue); retry later")]
+    Full,
+    /// Permanent: more records for one shard than its whole queue holds.
+    #[error(
+        "{records} records for one detection shard; its queue holds {capacity} ([service] vitals_queue): split the batch"
+    )]
+    TooLarge { records: usize, capacity: usize },
 }
 
 /// Recent events, kept in memory for the API's timeline (bounded).
@@ -154,20 +163,24 @@ impl RecentEvents {
 #[derive(Clone)]
 pub struct Fleet {
     shards: Vec<mpsc::Sender<ShardCommand>>,
-    vitals: Vec<mpsc::UnboundedSender<Vitals>>,
+    /// Each shard's queue of vitals from sources that are not OTLP.
+    vitals: Vec<mpsc::Sender<Vitals>>,
     pub events: Arc<RecentEvents>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Fleet {
     pub fn new(
         shards: Vec<mpsc::Sender<ShardCommand>>,
-        vitals: Vec<mpsc::UnboundedSender<Vitals>>,
+        vitals: Vec<mpsc::Sender<Vitals>>,
         events: Arc<RecentEvents>,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         Self {
             shards,
             vitals,
             events,
+            telemetry,
         }
     }
 
@@ -274,16 +287,51 @@ impl Fleet {
             .await
     }
 
-    /// Vitals from a source that is not OTLP (JSON ingest): straight to the
-    /// agent's owner, registered on first report like any other agent.
-    pub fn ingest(&self, vitals: Vitals) -> Result<(), FleetError> {
+    /// Vitals from a source that is not OTLP (JSON ingest, LLM proxy):
+    /// straight to each agent's owner, registered on first report like any
+    /// other agent. All or nothing: room is reserved in every owner's queue
+    /// before any record is sent, so a refused batch can be sent again
+    /// whole.
+    pub fn ingest(&self, batch: Vec<Vitals>) -> Result<(), FleetError> {
         let n = self.vitals.len();
         if n == 0 {
             return Err(FleetError::Stopped);
         }
-        self.vitals[agent_shard(&vitals.agent_id, n)]
-            .send(vitals)
-            .map_err(|_| FleetError::Stopped)
+        let owners: Vec<usize> = batch.iter().map(|v| agent_shard(&v.agent_id, n)).collect();
+        let mut wanted = vec![0usize; n];
+        for owner in &owners {
+            wanted[*owner] += 1;
+        }
+        let mut permits = Vec::with_capacity(n);
+        for (queue, records) in self.vitals.iter().zip(wanted) {
+            if records == 0 {
+                permits.push(None);
+                continue;
+            }
+            let capacity = queue.max_capacity();
+            if records > capacity {
+                return Err(FleetError::TooLarge { records, capacity });
+            }
+            match queue.try_reserve_many(records) {
+                Ok(reserved) => permits.push(Some(reserved)),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    self.telemetry
+                        .detection
+                        .refused_vitals
+                        .add(batch.len() as u64);
+                    return Err(FleetError::Full);
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(FleetError::Stopped),
+            }
+        }
+        for (vitals, owner) in batch.into_iter().zip(owners) {
+            if let Some(Some(reserved)) = permits.get_mut(owner)
+                && let Some(permit) = reserved.next()
+            {
+                permit.send(vitals);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -300,7 +348,10 @@ pub fn event_attr<'a>(event: &'a Event, key: &str) -> Option<&'a AttrValue> {
 /// fleet: each vitals record goes to the shard that owns its agent.
 impl super::consumer::VitalsConsumer for Fleet {
     fn consume_vitals(&self, vitals: Vitals) -> Result<(), super::consumer::Refused> {
-        self.ingest(vitals)
-            .map_err(|_| super::consumer::Refused::Unavailable)
+        use super::consumer::Refused;
+        self.ingest(vec![vitals]).map_err(|e| match e {
+            FleetError::Full => Refused::Backpressure(e.to_string()),
+            _ => Refused::Unavailable,
+        })
     }
 }

@@ -7,7 +7,7 @@ use super::detection::DetectionRouter;
 use super::fleet::{Fleet, RecentEvents};
 use super::persist;
 use super::shard::{FleetBoard, Shard};
-use super::signal_pipeline::{ForwardQueue, SignalPipeline};
+use super::signal_pipeline::SignalPipeline;
 use crate::api::{self, server::ApiState};
 use crate::config::document::{
     ComponentId, Config, ExporterConfig, PipelineConfig, ProcessorConfig, ReceiverConfig,
@@ -17,6 +17,7 @@ use crate::executors::Executors;
 use crate::exporters::{events, otlp_forward};
 use crate::immune::core::ImmuneCore;
 use crate::immune::event::Event;
+use crate::listener::fd_limit;
 use crate::processors::genai::Recogniser;
 use crate::processors::turns::TurnAssembler;
 use crate::receivers::llm_proxy::{AgentRegistry, LlmProxy, PolicyEngine};
@@ -78,7 +79,8 @@ pub struct Service {
 impl Service {
     /// Starts every component the config names. Ports are bound before
     /// this returns, so a caller can send right away.
-    pub async fn start(config: Config) -> anyhow::Result<Service> {
+    pub async fn start(mut config: Config) -> anyhow::Result<Service> {
+        fit_connection_caps(&mut config);
         let telemetry = Arc::new(Telemetry::default());
         let run_id = new_run_id();
         let exporters_cancel = CancellationToken::new();
@@ -104,21 +106,19 @@ impl Service {
         }
 
         // Exporters first, so pipelines can hold their queues.
-        let mut forward_queues: BTreeMap<ComponentId, ForwardQueue> = BTreeMap::new();
+        let mut forward_queues: BTreeMap<ComponentId, otlp_forward::SendingQueue> = BTreeMap::new();
         let mut event_queues: BTreeMap<ComponentId, mpsc::Sender<Event>> = BTreeMap::new();
         for (id, exporter) in &config.exporters {
             match exporter {
                 ExporterConfig::OtlpForward(cfg) => {
-                    let (sender, task) =
-                        otlp_forward::start(cfg, telemetry.clone(), exporters_cancel.clone())
-                            .with_context(|| format!("starting exporter {id}"))?;
-                    forward_queues.insert(
-                        id.clone(),
-                        ForwardQueue {
-                            exporter: id.to_string(),
-                            sender,
-                        },
-                    );
+                    let (queue, task) = otlp_forward::start(
+                        &id.to_string(),
+                        cfg,
+                        telemetry.clone(),
+                        exporters_cancel.clone(),
+                    )
+                    .with_context(|| format!("starting exporter {id}"))?;
+                    forward_queues.insert(id.clone(), queue);
                     exporter_tasks.push(task);
                 }
                 ExporterConfig::Events(cfg) => {
@@ -156,7 +156,8 @@ impl Service {
             if let ReceiverConfig::LlmProxy(cfg) = receiver {
                 let proxy = LlmProxy::bind(cfg)
                     .await
-                    .with_context(|| format!("starting receiver {id}"))?;
+                    .with_context(|| format!("starting receiver {id}"))?
+                    .named(&id.to_string());
                 gateways.insert(id.to_string(), Arc::new(proxy.enforcement().with_id(&id.0)));
                 proxies.push((id.clone(), proxy));
             }
@@ -172,7 +173,7 @@ impl Service {
         // one pipeline per signal.
         let mut consumers: BTreeMap<(ComponentId, Signal), Arc<dyn Consumer>> = BTreeMap::new();
         for pipeline in &config.pipelines {
-            let forward: Vec<ForwardQueue> = pipeline
+            let forward: Vec<otlp_forward::SendingQueue> = pipeline
                 .exporters
                 .iter()
                 .filter_map(|e| forward_queues.get(e).cloned())
@@ -249,7 +250,8 @@ impl Service {
             }
             let receiver = OtlpReceiver::bind(cfg)
                 .await
-                .with_context(|| format!("starting receiver {id}"))?;
+                .with_context(|| format!("starting receiver {id}"))?
+                .named(&id.to_string());
             bound.push(BoundReceiver {
                 id: id.to_string(),
                 grpc: receiver.grpc_addr(),
@@ -449,15 +451,20 @@ async fn start_detection(
     let mut span_receivers = Vec::with_capacity(shards);
     let mut turn_senders = Vec::with_capacity(shards);
     let mut turn_receivers = Vec::with_capacity(shards);
+    let mut vitals_senders = Vec::with_capacity(shards);
+    let mut vitals_receivers = Vec::with_capacity(shards);
     let mut command_senders = Vec::with_capacity(shards);
     let mut command_receivers = Vec::with_capacity(shards);
     for _ in 0..shards {
         let (tx, rx) = mpsc::channel(config.service.detection_queue);
         span_senders.push(tx);
         span_receivers.push(rx);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(super::shard::TURN_QUEUE);
         turn_senders.push(tx);
         turn_receivers.push(rx);
+        let (tx, rx) = mpsc::channel(config.service.vitals_queue);
+        vitals_senders.push(tx);
+        vitals_receivers.push(rx);
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         command_senders.push(tx);
         command_receivers.push(rx);
@@ -472,8 +479,10 @@ async fn start_detection(
     let receivers = span_receivers
         .into_iter()
         .zip(turn_receivers)
+        .zip(vitals_receivers)
         .zip(command_receivers);
-    for (index, (((spans, turns_rx), commands), core)) in receivers.zip(cores).enumerate() {
+    for (index, ((((spans, turns_rx), vitals), commands), core)) in receivers.zip(cores).enumerate()
+    {
         let shard = Shard {
             index,
             run_id: with.run_id.to_string(),
@@ -481,6 +490,7 @@ async fn start_detection(
             core,
             spans,
             turns: turns_rx,
+            vitals,
             turn_routes: turn_senders.clone(),
             commands,
             events: with.events.clone(),
@@ -500,12 +510,57 @@ async fn start_detection(
         config.service.when_detection_full,
         with.telemetry.clone(),
     );
-    let fleet = Fleet::new(command_senders, turn_senders, with.recent.clone());
+    drop(turn_senders);
+    let fleet = Fleet::new(
+        command_senders,
+        vitals_senders,
+        with.recent.clone(),
+        with.telemetry.clone(),
+    );
     Ok(StartedDetection {
         router,
         fleet,
         tasks,
     })
+}
+
+/// Raises the file-descriptor limit to the hard limit and lowers the
+/// listeners' connection caps to fit below it (the API keeping its share),
+/// saying so when it had to.
+fn fit_connection_caps(config: &mut Config) {
+    let Some(limit) = fd_limit::raise_fd_limit() else {
+        return;
+    };
+    let api = matches!(config.api.addr(), Ok(Some(_)))
+        .then_some(&mut config.api.listener.max_connections);
+    let mut others: Vec<(&mut usize, usize)> = config
+        .receivers
+        .values_mut()
+        .map(|receiver| match receiver {
+            ReceiverConfig::Otlp(cfg) => {
+                let listeners = [cfg.grpc.is_empty(), cfg.http.is_empty()]
+                    .iter()
+                    .filter(|disabled| !**disabled)
+                    .count();
+                (&mut cfg.listener.max_connections, listeners)
+            }
+            ReceiverConfig::LlmProxy(cfg) => (&mut cfg.listener.max_connections, 1),
+        })
+        .collect();
+    if fd_limit::fit_caps(limit, api, &mut others) {
+        let mut fitted = vec![format!("api {}", config.api.listener.max_connections)];
+        for (id, receiver) in &config.receivers {
+            let cap = match receiver {
+                ReceiverConfig::Otlp(cfg) => cfg.listener.max_connections,
+                ReceiverConfig::LlmProxy(cfg) => cfg.listener.max_connections,
+            };
+            fitted.push(format!("{id} {cap}"));
+        }
+        tracing::warn!(
+            "the file-descriptor limit is {limit}: listener.max_connections lowered to fit below it ({}); raise the hard limit (ulimit -Hn) for more",
+            fitted.join(", ")
+        );
+    }
 }
 
 /// Operator requests waiting per shard.

@@ -28,6 +28,14 @@ use tokio::sync::mpsc;
 const REORDER_DELAY: Duration = Duration::from_millis(100);
 /// How often waiting turns are checked.
 const REORDER_TICK: Duration = Duration::from_millis(25);
+/// Turns waiting to be put in order, at most; beyond, the shard stops
+/// taking turns until the oldest are judged, so its queues fill and their
+/// senders see it (ingest answers 429).
+const REORDER_CAPACITY: usize = 16_384;
+/// Turns from other shards each shard may queue. Shards never wait for
+/// each other (two shards sending to each other could wait forever): a
+/// turn beyond this is counted in `detection_dropped_turns` and skipped.
+pub const TURN_QUEUE: usize = 16_384;
 
 /// Wall-clock time as the core takes it.
 pub fn now() -> UnixNanos {
@@ -79,11 +87,13 @@ pub struct Shard {
     pub core: ImmuneCore,
     /// Span batches routed here by trace id.
     pub spans: mpsc::Receiver<Vec<SpanFacts>>,
-    /// Turns routed here by agent id, from any shard (this one included)
-    /// and from vitals sources (JSON ingest, LLM proxy).
-    pub turns: mpsc::UnboundedReceiver<Vitals>,
+    /// Turns routed here by agent id, from any shard (this one included).
+    pub turns: mpsc::Receiver<Vitals>,
+    /// Vitals from sources that are not OTLP (JSON ingest, LLM proxy),
+    /// routed here by agent id through the fleet handle.
+    pub vitals: mpsc::Receiver<Vitals>,
     /// Senders to every shard's turn queue, indexed by shard.
-    pub turn_routes: Vec<mpsc::UnboundedSender<Vitals>>,
+    pub turn_routes: Vec<mpsc::Sender<Vitals>>,
     /// Operator requests for the agents this shard owns.
     pub commands: mpsc::Receiver<ShardCommand>,
     /// Where events go: one queue per events exporter.
@@ -171,6 +181,8 @@ impl Shard {
         };
         let mut spans_open = true;
         let mut commands_open = true;
+        let mut turns_open = true;
+        let mut vitals_open = true;
         loop {
             tokio::select! {
                 biased;
@@ -204,17 +216,21 @@ impl Shard {
                         None => commands_open = false,
                     }
                 }
-                // Turns next: finished work from other shards; their queue
-                // is unbounded, so it must stay short. They wait for the
-                // reorder tick, because one export batch is split across
-                // shards by trace and its turns arrive interleaved.
-                turn = self.turns.recv() => {
+                // Turns next: finished work from other shards, and vitals
+                // from ingest and the proxy. They wait for the reorder tick,
+                // because one export batch is split across shards by trace
+                // and its turns arrive interleaved; while too many wait, the
+                // queues fill instead.
+                turn = self.turns.recv(), if turns_open && state.reorder.len() < REORDER_CAPACITY => {
                     match turn {
                         Some(vitals) => state.reorder.push((tokio::time::Instant::now(), vitals)),
-                        None => {
-                            self.judge_turns(&mut state, true).await;
-                            break;
-                        }
+                        None => turns_open = false,
+                    }
+                }
+                vitals = self.vitals.recv(), if vitals_open && state.reorder.len() < REORDER_CAPACITY => {
+                    match vitals {
+                        Some(vitals) => state.reorder.push((tokio::time::Instant::now(), vitals)),
+                        None => vitals_open = false,
                     }
                 }
                 // Judge the turns gathered since the last reorder tick, in
@@ -262,6 +278,10 @@ impl Shard {
                     self.after_core(&mut state, true).await;
                     self.stage_learned(&mut state);
                 }
+            }
+            if !turns_open && !vitals_open {
+                self.judge_turns(&mut state, true).await;
+                break;
             }
         }
         self.stage_learned(&mut state);
@@ -592,9 +612,15 @@ impl Shard {
                 continue;
             }
             let target = agent_shard(&vitals.agent_id, n);
-            // A send fails only when the target shard has stopped, which
-            // happens after shutdown has begun; the turn is then moot.
-            let _ = self.turn_routes[target].send(vitals);
+            match self.turn_routes[target].try_send(vitals) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.telemetry.detection.dropped_turns.inc();
+                }
+                // The target shard has stopped, which happens after
+                // shutdown has begun; the turn is then moot.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
         }
     }
 

@@ -6,21 +6,13 @@
 
 use super::consumer::{Consumer, Received, Refused};
 use super::detection::DetectionRouter;
-use crate::exporters::otlp_forward::ForwardItem;
+use crate::exporters::otlp_forward::{ForwardItem, QueueRefusal, SendingQueue};
 use crate::telemetry::Telemetry;
 use std::sync::Arc;
-use tokio::sync::mpsc;
-
-/// A forwarding exporter's queue, with the name used in refusal messages.
-#[derive(Clone)]
-pub struct ForwardQueue {
-    pub exporter: String,
-    pub sender: mpsc::Sender<ForwardItem>,
-}
 
 pub struct SignalPipeline {
     name: String,
-    forward: Vec<ForwardQueue>,
+    forward: Vec<SendingQueue>,
     detection: Option<DetectionRouter>,
     telemetry: Arc<Telemetry>,
 }
@@ -28,7 +20,7 @@ pub struct SignalPipeline {
 impl SignalPipeline {
     pub fn new(
         name: String,
-        forward: Vec<ForwardQueue>,
+        forward: Vec<SendingQueue>,
         detection: Option<DetectionRouter>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
@@ -42,23 +34,21 @@ impl SignalPipeline {
 }
 
 impl SignalPipeline {
-    fn full_queue(&self, queue: &ForwardQueue) -> Refused {
-        Refused::Backpressure(format!(
-            "pipeline {}: sending queue of exporter {} is full",
-            self.name, queue.exporter
-        ))
+    fn refusal(&self, queue: &SendingQueue, refusal: QueueRefusal) -> Refused {
+        match refusal {
+            QueueRefusal::Full => Refused::Backpressure(format!(
+                "pipeline {}: sending queue of exporter {} is full",
+                self.name, queue.exporter
+            )),
+            QueueRefusal::Closed => Refused::Unavailable,
+        }
     }
 }
 
 impl Consumer for SignalPipeline {
     fn has_room(&self) -> Result<(), Refused> {
         for queue in &self.forward {
-            if queue.sender.is_closed() {
-                return Err(Refused::Unavailable);
-            }
-            if queue.sender.capacity() == 0 {
-                return Err(self.full_queue(queue));
-            }
+            queue.has_room().map_err(|r| self.refusal(queue, r))?;
         }
         match &self.detection {
             Some(router) => router.has_room(),
@@ -69,13 +59,14 @@ impl Consumer for SignalPipeline {
     fn consume(&self, received: Received) -> Result<(), Refused> {
         let mut permits = Vec::with_capacity(self.forward.len());
         for queue in &self.forward {
-            match queue.sender.try_reserve() {
+            match queue.try_reserve(received.protobuf.len()) {
                 Ok(permit) => permits.push(permit),
-                Err(mpsc::error::TrySendError::Full(())) => {
-                    self.telemetry.forward.enqueue_failed.add(received.items);
-                    return Err(self.full_queue(queue));
+                Err(refusal) => {
+                    if refusal == QueueRefusal::Full {
+                        self.telemetry.forward.enqueue_failed.add(received.items);
+                    }
+                    return Err(self.refusal(queue, refusal));
                 }
-                Err(mpsc::error::TrySendError::Closed(())) => return Err(Refused::Unavailable),
             }
         }
         // Detection reserves its own queue space (or drops with a counter,
@@ -103,22 +94,22 @@ impl Consumer for SignalPipeline {
 mod tests {
     use super::*;
     use crate::config::service::WhenFull;
+    use crate::exporters::otlp_forward::sending_queue;
     use crate::processors::genai::Recogniser;
     use crate::processors::genai::config::GenaiConfig;
+    use tokio::sync::mpsc;
 
     /// A pipeline whose detection shard is full, with `forward_room` (0 or 1)
     /// room in its forwarding queue; the receivers keep the queues open.
     fn pipeline(forward_room: usize, when_full: WhenFull) -> (SignalPipeline, impl Sized) {
         let telemetry = Arc::new(Telemetry::default());
-        let (forward, forward_rx) = mpsc::channel(1);
+        let (queue, forward_rx) = sending_queue("otlp_forward", 1, 1024);
         if forward_room == 0 {
-            forward
-                .try_send(ForwardItem {
-                    signal: crate::pipeline::consumer::Signal::Traces,
-                    protobuf: bytes::Bytes::new(),
-                    items: 0,
-                })
-                .ok();
+            queue.try_reserve(0).unwrap().send(ForwardItem {
+                signal: crate::pipeline::consumer::Signal::Traces,
+                protobuf: bytes::Bytes::new(),
+                items: 0,
+            });
         }
         let (shard, shard_rx) = mpsc::channel(1);
         shard.try_send(Vec::new()).ok();
@@ -128,10 +119,6 @@ mod tests {
             when_full,
             telemetry.clone(),
         );
-        let queue = ForwardQueue {
-            exporter: "otlp_forward".into(),
-            sender: forward,
-        };
         let pipeline = SignalPipeline::new("traces".into(), vec![queue], Some(router), telemetry);
         (pipeline, (forward_rx, shard_rx))
     }

@@ -37,9 +37,29 @@ impl Binary {
     /// As [`Binary::start`], waiting for a stderr line containing `ready`.
     pub async fn start_until(config: &Path, env: &[(&str, &str)], ready: &str) -> Binary {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-immune"));
+        command.args(["run", "--config"]).arg(config);
+        Self::spawn(command, env, ready).await
+    }
+
+    /// As [`Binary::start`], with its file-descriptor limit (soft and hard)
+    /// set to `fd_limit` by the shell that execs it (same pid).
+    pub async fn start_with_fd_limit(config: &Path, env: &[(&str, &str)], fd_limit: u64) -> Binary {
+        let mut command = tokio::process::Command::new("sh");
         command
+            .arg("-c")
+            .arg(format!("ulimit -n {fd_limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_agent-immune"))
             .args(["run", "--config"])
-            .arg(config)
+            .arg(config);
+        Self::spawn(command, env, "management API listening").await
+    }
+
+    async fn spawn(
+        mut command: tokio::process::Command,
+        env: &[(&str, &str)],
+        ready: &str,
+    ) -> Binary {
+        command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

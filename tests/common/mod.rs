@@ -343,3 +343,20 @@ pub fn wobbled_turn(
         .tool_calls(2)
         .latency_ms(300.0 * w * latency_factor, 50.0)
 }
+
+/// The management API's `/metrics` text (`api` is `http://host:port`).
+pub async fn metrics_text(api: &str) -> String {
+    reqwest::get(format!("{api}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("read /metrics")
+}
+
+/// The value of the sample `name` (with its labels, as printed) in a
+/// Prometheus text.
+pub fn metric_sample(text: &str, name: &str) -> Option<i64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}

@@ -74,10 +74,16 @@ impl TestPipeline {
 
     /// An llm_proxy receiver on a free port in front of `upstream`, in the
     /// pipeline next to the OTLP one.
-    pub fn llm_proxy(mut self, upstream: impl Display) -> Self {
+    pub fn llm_proxy(self, upstream: impl Display) -> Self {
+        self.llm_proxy_at("127.0.0.1:0", upstream)
+    }
+
+    /// An llm_proxy receiver listening on `endpoint` in front of
+    /// `upstream`, in the pipeline next to the OTLP one.
+    pub fn llm_proxy_at(mut self, endpoint: impl Display, upstream: impl Display) -> Self {
         self.receivers.push((
             "llm_proxy",
-            format!("endpoint = \"127.0.0.1:0\"\nupstream = \"{upstream}\""),
+            format!("endpoint = \"{endpoint}\"\nupstream = \"{upstream}\""),
         ));
         self
     }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 const MAX_QUEUE_SIZE: usize = 1_000_000;
 const MAX_CONSUMERS: usize = 1024;
+/// 16 GiB: beyond that a typo, not a plan.
+const MAX_QUEUE_SIZE_MIB: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +40,10 @@ pub struct SendingQueueConfig {
     /// Requests that may wait to be sent; when full the pipeline refuses new
     /// data with a retryable error. Default 1000.
     pub queue_size: usize,
+    /// Bytes (in MiB) the queued and in-flight requests may hold together,
+    /// as the Collector's `sizer: bytes`; when full the pipeline refuses new
+    /// data with a retryable error. Default 128.
+    pub queue_size_mib: usize,
     /// Requests sent concurrently. Default 10.
     pub num_consumers: usize,
 }
@@ -46,8 +52,18 @@ impl Default for SendingQueueConfig {
     fn default() -> Self {
         Self {
             queue_size: 1000,
+            queue_size_mib: 128,
             num_consumers: 10,
         }
+    }
+}
+
+impl SendingQueueConfig {
+    /// The byte bound.
+    pub fn queue_bytes(&self) -> usize {
+        self.queue_size_mib
+            .clamp(1, MAX_QUEUE_SIZE_MIB)
+            .saturating_mul(1024 * 1024)
     }
 }
 
@@ -88,6 +104,12 @@ impl OtlpForwardConfig {
                 format!("must be between 1 and {MAX_QUEUE_SIZE}"),
             ));
         }
+        if queue.queue_size_mib == 0 || queue.queue_size_mib > MAX_QUEUE_SIZE_MIB {
+            issues.push(ConfigIssue::new(
+                "sending_queue.queue_size_mib",
+                format!("must be between 1 and {MAX_QUEUE_SIZE_MIB}"),
+            ));
+        }
         if queue.num_consumers == 0 || queue.num_consumers > MAX_CONSUMERS {
             issues.push(ConfigIssue::new(
                 "sending_queue.num_consumers",
@@ -107,6 +129,7 @@ mod tests {
         let cfg = OtlpForwardConfig::default();
         assert_eq!(cfg.sending_queue.queue_size, 1000);
         assert_eq!(cfg.sending_queue.num_consumers, 10);
+        assert_eq!(cfg.sending_queue.queue_bytes(), 128 * 1024 * 1024);
         assert_eq!(cfg.timeout, Duration::from_secs(5));
         assert_eq!(cfg.protocol, Protocol::Grpc);
         assert_eq!(cfg.compression, Compression::None);
@@ -120,14 +143,18 @@ mod tests {
         let cfg: OtlpForwardConfig = toml::from_str(
             r#"endpoint = "http://127.0.0.1:14317"
                compression = "gzip"
-               sending_queue = { queue_size = 0 }
+               sending_queue = { queue_size = 0, queue_size_mib = 0 }
                retry_on_failure = { multiplier = 0.0 }"#,
         )
         .unwrap();
         let keys: Vec<_> = cfg.validate().into_iter().map(|i| i.key).collect();
         assert_eq!(
             keys,
-            ["retry_on_failure.multiplier", "sending_queue.queue_size"]
+            [
+                "retry_on_failure.multiplier",
+                "sending_queue.queue_size",
+                "sending_queue.queue_size_mib"
+            ]
         );
         assert!(toml::from_str::<OtlpForwardConfig>("queue_size = 5").is_err());
     }

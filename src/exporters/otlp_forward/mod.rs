@@ -1,23 +1,26 @@
 //! `otlp_forward`: passes received requests on to the next collector as the
-//! exact bytes they arrived as. A bounded queue in front of
-//! `num_consumers` concurrent senders, each with the retry policy.
+//! exact bytes they arrived as. A queue bounded in requests and in bytes in
+//! front of `num_consumers` concurrent senders, each with the retry policy.
 //!
-//! The pipeline holds the `Sender` and enqueues with `try_reserve`, so it can
-//! refuse a request (retryable, upstream) when any queue is full rather than
-//! drop it here.
+//! The pipeline holds the [`SendingQueue`] and enqueues with `try_reserve`,
+//! so it can refuse a request (retryable, upstream) when any queue is full
+//! rather than drop it here.
 
 pub mod config;
+mod queue;
 
 pub use config::{OtlpForwardConfig, SendingQueueConfig};
+pub(crate) use queue::sending_queue;
+pub use queue::{QueueRefusal, Reservation, SendingQueue};
 
 use super::SHUTDOWN_DRAIN_TIMEOUT;
 use super::otlp_client::{ClientError, OtlpClient};
 use crate::pipeline::consumer::Signal;
 use crate::telemetry::Telemetry;
 use bytes::Bytes;
+use queue::{QueueReceiver, Queued};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -34,24 +37,30 @@ pub struct ForwardItem {
     pub items: u64,
 }
 
-/// Starts the exporter. It runs until every `Sender` is dropped or `cancel`
+/// Starts the exporter, named `id` in refusals. It runs until every
+/// [`SendingQueue`] is dropped or `cancel`
 /// fires; either way it then stops taking new requests and sends what is
 /// queued for up to [`SHUTDOWN_DRAIN_TIMEOUT`], counting the rest as failed.
 /// Must be called inside a tokio runtime.
 pub fn start(
+    id: &str,
     cfg: &OtlpForwardConfig,
     telemetry: Arc<Telemetry>,
     cancel: CancellationToken,
-) -> Result<(mpsc::Sender<ForwardItem>, JoinHandle<()>), ClientError> {
+) -> Result<(SendingQueue, JoinHandle<()>), ClientError> {
     if let Some(issue) = cfg.validate().first() {
         return Err(ClientError(format!("{}: {}", issue.key, issue.message)));
     }
     let client = Arc::new(OtlpClient::new(&cfg.client())?);
-    let (tx, rx) = mpsc::channel(cfg.sending_queue.queue_size);
+    let (queue, receiver) = sending_queue(
+        id,
+        cfg.sending_queue.queue_size,
+        cfg.sending_queue.queue_bytes(),
+    );
     let forwarder = Forwarder {
         client,
         telemetry,
-        rx,
+        queue: receiver,
         in_flight: JoinSet::new(),
         num_consumers: cfg.sending_queue.num_consumers,
         abandon: CancellationToken::new(),
@@ -61,13 +70,13 @@ pub fn start(
         protocol = ?cfg.protocol,
         "otlp_forward exporter started"
     );
-    Ok((tx, tokio::spawn(forwarder.run(cancel))))
+    Ok((queue, tokio::spawn(forwarder.run(cancel))))
 }
 
 struct Forwarder {
     client: Arc<OtlpClient>,
     telemetry: Arc<Telemetry>,
-    rx: mpsc::Receiver<ForwardItem>,
+    queue: QueueReceiver,
     in_flight: JoinSet<()>,
     num_consumers: usize,
     /// Fired at the drain deadline: retries and attempts stop.
@@ -84,7 +93,7 @@ impl Forwarder {
                 biased;
                 () = cancel.cancelled() => break,
                 Some(_) = self.in_flight.join_next() => {}
-                item = self.rx.recv(), if self.in_flight.len() < self.num_consumers => match item {
+                item = self.queue.rx.recv(), if self.in_flight.len() < self.num_consumers => match item {
                     Some(item) => self.spawn_send(item),
                     None => break, // every sender dropped: the pipeline is done
                 },
@@ -95,11 +104,13 @@ impl Forwarder {
         self.drain().await;
     }
 
-    fn spawn_send(&mut self, item: ForwardItem) {
+    fn spawn_send(&mut self, queued: Queued) {
         let client = self.client.clone();
         let telemetry = self.telemetry.clone();
         let abandon = self.abandon.clone();
         self.in_flight.spawn(async move {
+            // The request's bytes stay reserved until this send is done.
+            let Queued { item, _bytes } = queued;
             let ForwardItem {
                 signal,
                 protobuf,
@@ -123,8 +134,8 @@ impl Forwarder {
     /// Shutdown: refuse new requests, send what is queued until the deadline,
     /// then abandon the rest (counted as failed).
     async fn drain(mut self) {
-        self.rx.close();
-        let queued = self.rx.len();
+        self.queue.rx.close();
+        let queued = self.queue.rx.len();
         if queued > 0 || !self.in_flight.is_empty() {
             tracing::info!(
                 queued,
@@ -140,7 +151,7 @@ impl Forwarder {
                 biased;
                 () = &mut deadline => break,
                 Some(_) = self.in_flight.join_next() => {}
-                item = self.rx.recv(), if !queue_done && self.in_flight.len() < self.num_consumers => match item {
+                item = self.queue.rx.recv(), if !queue_done && self.in_flight.len() < self.num_consumers => match item {
                     Some(item) => self.spawn_send(item),
                     None => queue_done = true,
                 },
@@ -152,9 +163,9 @@ impl Forwarder {
         self.abandon.cancel();
         while self.in_flight.join_next().await.is_some() {}
         let mut abandoned = 0;
-        while let Ok(item) = self.rx.try_recv() {
+        while let Ok(queued) = self.queue.rx.try_recv() {
             abandoned += 1;
-            self.telemetry.forward.send_failed.add(item.items);
+            self.telemetry.forward.send_failed.add(queued.item.items);
         }
         if abandoned > 0 {
             tracing::warn!(
@@ -166,9 +177,12 @@ impl Forwarder {
     }
 
     fn update_gauge(&self) {
-        self.telemetry
-            .forward
+        let forward = &self.telemetry.forward;
+        forward
             .queue_size
-            .set(i64::try_from(self.rx.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.queue.rx.len()).unwrap_or(i64::MAX));
+        forward
+            .queue_bytes
+            .set(i64::try_from(self.queue.held_bytes()).unwrap_or(i64::MAX));
     }
 }

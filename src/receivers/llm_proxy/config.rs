@@ -22,6 +22,7 @@
 use super::glob::Glob;
 use super::price::{ModelPrice, default_prices, prices_over_defaults};
 use crate::config::ConfigIssue;
+use crate::listener::ListenerConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -92,6 +93,8 @@ pub struct LlmProxyConfig {
     /// models, same keys as `[processors.genai.prices]`).
     #[serde(deserialize_with = "prices_over_defaults")]
     pub prices: BTreeMap<String, ModelPrice>,
+    /// Connection limits of the proxy's listener.
+    pub listener: ListenerConfig,
 }
 
 impl Default for LlmProxyConfig {
@@ -110,6 +113,7 @@ impl Default for LlmProxyConfig {
             reduce_autonomy: ReduceAutonomyConfig::default(),
             revoke_tools_mode: RevokeToolsMode::Strip,
             prices: default_prices(),
+            listener: ListenerConfig::default(),
         }
     }
 }
@@ -368,6 +372,7 @@ impl LlmProxyConfig {
                 }
             }
         }
+        issues.extend(self.listener.validate());
         issues
     }
 

@@ -39,9 +39,9 @@ pub use enforcement::{AgentRestrictions, EnforcementResult, ProxyEnforcement, Re
 pub use policy::PolicyEngine;
 pub use registry::{AgentRegistry, DiscoveredAgent};
 
+use crate::listener::HttpListener;
 use crate::pipeline::consumer::VitalsConsumer;
 use crate::telemetry::Telemetry;
-use axum::serve::ListenerExt;
 use proxy::ProxyState;
 use routing::Routing;
 use std::net::SocketAddr;
@@ -81,6 +81,8 @@ pub struct LlmProxy {
     policies: Arc<PolicyEngine>,
     registry: Arc<AgentRegistry>,
     enforcement: ProxyEnforcement,
+    /// The receiver's id, naming its listener in the metrics.
+    name: String,
 }
 
 impl std::fmt::Debug for LlmProxy {
@@ -130,7 +132,14 @@ impl LlmProxy {
             policies: Arc::new(policies),
             registry: Arc::new(AgentRegistry::new(cfg.max_agents)),
             enforcement: ProxyEnforcement::new(&cfg.reduce_autonomy, cfg.drain_timeout),
+            name: "llm_proxy".to_string(),
         })
+    }
+
+    /// Names the receiver (its id) in the listener metrics.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -176,20 +185,12 @@ impl LlmProxy {
         });
         let router = axum::Router::new()
             .fallback(proxy::handle)
-            .with_state(state)
-            .into_make_service_with_connect_info::<SocketAddr>();
-        // Without TCP_NODELAY a response whose head and body go out in two
-        // writes waits ~40 ms for the client's delayed ACK (Nagle).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("LLM proxy: cannot set TCP_NODELAY: {e}");
-            }
-        });
+            .with_state(state.clone());
+        let metrics = state.telemetry.listeners.register(&self.name);
+        let listener = HttpListener::new(self.listener, &self.cfg.listener, metrics);
         tokio::spawn(async move {
             let stop = cancel.child_token();
-            let server = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future();
+            let server = listener.serve(router, stop.clone().cancelled_owned());
             let mut server = tokio::spawn(server);
             tokio::select! {
                 joined = &mut server => return joined_result(joined),

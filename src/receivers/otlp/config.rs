@@ -3,6 +3,7 @@
 //! 20 MiB HTTP bodies, `/v1/{traces,metrics,logs}`.
 
 use crate::config::ConfigIssue;
+use crate::listener::ListenerConfig;
 use crate::pipeline::consumer::Signal;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,6 +32,8 @@ pub struct OtlpReceiverConfig {
     pub metrics_url_path: String,
     /// HTTP path for logs. Default "/v1/logs".
     pub logs_url_path: String,
+    /// Connection limits of the gRPC and the HTTP listener (each).
+    pub listener: ListenerConfig,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -43,6 +46,7 @@ impl Default for OtlpReceiverConfig {
             traces_url_path: Signal::Traces.http_path().to_string(),
             metrics_url_path: Signal::Metrics.http_path().to_string(),
             logs_url_path: Signal::Logs.http_path().to_string(),
+            listener: ListenerConfig::default(),
         }
     }
 }
@@ -89,6 +93,7 @@ impl OtlpReceiverConfig {
             }
             seen.push(path);
         }
+        issues.extend(self.listener.validate());
         issues
     }
 

@@ -4,19 +4,16 @@
 use super::ingest::{Ingest, Payload, RETRY_DELAY, Rejection};
 use super::raw_codec::RawBytesCodec;
 use super::rpc_status::RpcStatus;
+use crate::listener::HttpListener;
 use crate::pipeline::consumer::{Refused, Signal};
 use bytes::Bytes;
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::BoxFuture;
-use tonic::service::Routes;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 
 const PROTOCOL: &str = "grpc";
@@ -25,14 +22,14 @@ const PROTOCOL: &str = "grpc";
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
-/// Serves OTLP/gRPC on `listener` until `cancel`, then shuts down
-/// gracefully (in-flight requests finish).
+/// Serves OTLP/gRPC (HTTP/2 only) on `listener` until `cancel`, then shuts
+/// down gracefully (in-flight requests finish).
 pub async fn serve(
-    listener: TcpListener,
+    listener: HttpListener,
     ingest: Arc<Ingest>,
     max_message_bytes: usize,
     cancel: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
+) -> std::io::Result<()> {
     let mut router = axum::Router::new();
     for signal in Signal::ALL {
         let service = ExportService {
@@ -45,14 +42,9 @@ pub async fn serve(
     let router = router.fallback(|| async {
         Status::unimplemented("unknown method").into_http::<tonic::body::Body>()
     });
-    Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            cancel.cancelled_owned(),
-        )
+    listener
+        .http2_only(STREAM_WINDOW, CONNECTION_WINDOW)
+        .serve(router, cancel.cancelled_owned())
         .await
 }
 

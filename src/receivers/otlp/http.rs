@@ -4,6 +4,7 @@
 use super::inflate::{ContentEncoding, InflateError, inflate};
 use super::ingest::{Ingest, Payload, RETRY_DELAY, Rejection};
 use super::rpc_status::RpcStatus;
+use crate::listener::HttpListener;
 use crate::pipeline::consumer::{Refused, Signal};
 use axum::Router;
 use axum::extract::Request;
@@ -14,7 +15,6 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
@@ -40,7 +40,7 @@ struct HttpState {
 /// Serves OTLP/HTTP on `listener` until `cancel`, then shuts down
 /// gracefully. `paths` maps each signal to its URL path.
 pub async fn serve(
-    listener: TcpListener,
+    listener: HttpListener,
     ingest: Arc<Ingest>,
     paths: [(Signal, String); 3],
     max_body_bytes: usize,
@@ -66,9 +66,7 @@ pub async fn serve(
             RpcStatus::new(Code::Unimplemented, "unknown path; OTLP paths are /v1/traces, /v1/metrics, /v1/logs unless configured otherwise"),
         )
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    listener.serve(router, cancel.cancelled_owned()).await
 }
 
 async fn handle(state: &HttpState, signal: Signal, request: Request) -> Response {

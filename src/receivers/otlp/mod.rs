@@ -23,6 +23,7 @@ pub mod rpc_status;
 pub use config::OtlpReceiverConfig;
 pub use ingest::{Consumers, RETRY_DELAY};
 
+use crate::listener::{HttpListener, ListenerConfig};
 use crate::pipeline::consumer::Signal;
 use crate::telemetry::Telemetry;
 use ingest::Ingest;
@@ -48,7 +49,7 @@ pub enum ReceiverError {
         source: std::io::Error,
     },
     #[error("OTLP/gRPC server failed: {0}")]
-    Grpc(#[from] tonic::transport::Error),
+    Grpc(std::io::Error),
     #[error("OTLP/HTTP server failed: {0}")]
     Http(std::io::Error),
 }
@@ -61,6 +62,9 @@ pub struct OtlpReceiver {
     paths: [(Signal, String); 3],
     max_recv_msg_bytes: usize,
     max_request_body_bytes: usize,
+    listener: ListenerConfig,
+    /// The receiver's id, naming its listeners in the metrics.
+    name: String,
 }
 
 impl OtlpReceiver {
@@ -87,7 +91,16 @@ impl OtlpReceiver {
             paths: Signal::ALL.map(|s| (s, cfg.url_path(s).to_string())),
             max_recv_msg_bytes: cfg.max_recv_msg_bytes(),
             max_request_body_bytes: cfg.max_request_body_bytes(),
+            listener: cfg.listener.clone(),
+            name: "otlp".to_string(),
         })
+    }
+
+    /// Names the receiver (its id) in the listener metrics:
+    /// `<name>/grpc`, `<name>/http`.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
     }
 
     /// The bound gRPC address (the real port when configured with port 0).
@@ -108,20 +121,28 @@ impl OtlpReceiver {
         telemetry: Arc<Telemetry>,
         cancel: CancellationToken,
     ) -> JoinHandle<Result<(), ReceiverError>> {
+        let listener = |tcp, protocol: &str| {
+            let metrics = telemetry
+                .listeners
+                .register(&format!("{}/{protocol}", self.name));
+            HttpListener::new(tcp, &self.listener, metrics)
+        };
+        let grpc_listener = self.grpc.map(|tcp| listener(tcp, "grpc"));
+        let http_listener = self.http.map(|tcp| listener(tcp, "http"));
         let ingest = Arc::new(Ingest::new(consumers, telemetry));
         // A child token: a failing server stops this receiver, not the caller.
         let cancel = cancel.child_token();
         let mut servers = tokio::task::JoinSet::new();
-        if let Some(listener) = self.grpc {
+        if let Some(listener) = grpc_listener {
             let server = grpc::serve(
                 listener,
                 ingest.clone(),
                 self.max_recv_msg_bytes,
                 cancel.clone(),
             );
-            servers.spawn(async move { server.await.map_err(ReceiverError::from) });
+            servers.spawn(async move { server.await.map_err(ReceiverError::Grpc) });
         }
-        if let Some(listener) = self.http {
+        if let Some(listener) = http_listener {
             let server = http::serve(
                 listener,
                 ingest,
