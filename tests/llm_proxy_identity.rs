@@ -26,7 +26,8 @@ async fn send(proxy: &Proxy, headers: &[(&str, &str)]) -> (u16, Value) {
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     (status, body)
 }
 
