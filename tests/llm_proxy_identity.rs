@@ -6,9 +6,7 @@
 
 mod llm_proxy_support;
 
-use agent_immune::receivers::llm_proxy::config::{
-    AgentKeyConfig, IdentityMode, KeyHashes, Secret,
-};
+use agent_immune::receivers::llm_proxy::config::{AgentKeyConfig, IdentityMode, KeyHashes, Secret};
 use agent_immune::receivers::llm_proxy::fingerprint::IdentifiedBy;
 use llm_proxy_support::*;
 use serde_json::Value;
@@ -37,16 +35,25 @@ async fn a_quarantined_agent_stays_quarantined_whatever_it_claims() {
     let key = ("authorization", "Bearer sk-patient-zero");
     assert_eq!(send(&proxy, &[key, ("x-agent-id", "patient")]).await.0, 200);
     assert_eq!(
-        send(&proxy, &[("authorization", "Bearer sk-bystander"), ("x-agent-id", "bystander")])
-            .await
-            .0,
+        send(
+            &proxy,
+            &[
+                ("authorization", "Bearer sk-bystander"),
+                ("x-agent-id", "bystander")
+            ]
+        )
+        .await
+        .0,
         200
     );
     proxy.enforcement.quarantine("patient");
 
     // Its own id: 503, as before.
     let (status, body) = send(&proxy, &[key, ("x-agent-id", "patient")]).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("agent_quarantined")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("agent_quarantined"))
+    );
     // Header renamed (so absent) or removed: still the key's agent.
     for headers in [vec![key, ("x-agent-name", "patient")], vec![key]] {
         let (status, body) = send(&proxy, &headers).await;
@@ -60,19 +67,32 @@ async fn a_quarantined_agent_stays_quarantined_whatever_it_claims() {
         assert_eq!(body["error"]["code"], "identity_mismatch");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("bound to agent \"patient\""), "{message}");
-        assert!(!message.contains("sk-patient"), "no part of the key in answers");
+        assert!(
+            !message.contains("sk-patient"),
+            "no part of the key in answers"
+        );
     }
     // Its id without its key, or with a new key: refused too.
     let (status, _) = send(&proxy, &[("x-agent-id", "patient")]).await;
     assert_eq!(status, 403);
-    let (status, _) =
-        send(&proxy, &[("authorization", "Bearer sk-fresh"), ("x-agent-id", "patient")]).await;
+    let (status, _) = send(
+        &proxy,
+        &[
+            ("authorization", "Bearer sk-fresh"),
+            ("x-agent-id", "patient"),
+        ],
+    )
+    .await;
     assert_eq!(status, 403);
 
     // Nothing of it reached the provider; the bystander still works.
     assert_eq!(upstream.seen().len(), 2);
     let bystander = [("authorization", "Bearer sk-bystander")];
-    assert_eq!(send(&proxy, &bystander).await.0, 200, "its key alone names it");
+    assert_eq!(
+        send(&proxy, &bystander).await.0,
+        200,
+        "its key alone names it"
+    );
     assert_eq!(proxy.registry.get("bystander").unwrap().requests, 2);
     let metrics = &proxy.telemetry.llm_proxy;
     assert_eq!(metrics.refused_quarantined.get(), 3);
@@ -85,13 +105,19 @@ async fn one_agent_cannot_speak_as_another() {
     let alice = ("authorization", "Bearer sk-alice");
     assert_eq!(send(&proxy, &[alice, ("x-agent-id", "alice")]).await.0, 200);
     assert_eq!(
-        send(&proxy, &[("authorization", "Bearer sk-bob"), ("x-agent-id", "bob")])
-            .await
-            .0,
+        send(
+            &proxy,
+            &[("authorization", "Bearer sk-bob"), ("x-agent-id", "bob")]
+        )
+        .await
+        .0,
         200
     );
     let (status, body) = send(&proxy, &[alice, ("x-agent-id", "bob")]).await;
-    assert_eq!((status, body["error"]["type"].as_str()), (403, Some("identity_mismatch")));
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (403, Some("identity_mismatch"))
+    );
     // A key first seen without X-Agent-ID is its derived agent for good.
     let plain = ("api-key", "sk-carol");
     assert_eq!(send(&proxy, &[plain]).await.0, 200);
@@ -127,7 +153,10 @@ async fn strict_mode_admits_configured_keys_only_and_sends_the_proxys_credential
     for headers in [
         vec![],
         vec![("x-agent-id", "billing")],
-        vec![("authorization", "Bearer sk-unknown"), ("x-agent-id", "ops")],
+        vec![
+            ("authorization", "Bearer sk-unknown"),
+            ("x-agent-id", "ops"),
+        ],
     ] {
         let (status, body) = send(&proxy, &headers).await;
         assert_eq!(status, 401, "{headers:?}");
@@ -135,12 +164,18 @@ async fn strict_mode_admits_configured_keys_only_and_sends_the_proxys_credential
     }
     let key = ("authorization", "Bearer sk-billing-agent");
     let (status, body) = send(&proxy, &[key, ("x-agent-id", "ops")]).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("identity_mismatch")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("identity_mismatch"))
+    );
     assert!(upstream.seen().is_empty(), "nothing refused was forwarded");
 
     assert_eq!(send(&proxy, &[key]).await.0, 200);
     let seen = upstream.wait_seen(1).await;
-    assert_eq!(seen[0].headers["authorization"], "Bearer sk-provider-secret");
+    assert_eq!(
+        seen[0].headers["authorization"],
+        "Bearer sk-provider-secret"
+    );
     let vitals = proxy.vitals.wait_for(1).await;
     assert_eq!(vitals[0].agent_id, "billing");
     let billing = proxy.registry.get("billing").unwrap();
@@ -157,10 +192,16 @@ async fn a_configured_agent_works_in_bound_mode_beside_unconfigured_ones() {
     let other = ("authorization", "Bearer sk-other-agent");
     assert_eq!(send(&proxy, &[other, ("x-agent-id", "other")]).await.0, 200);
     let seen = upstream.wait_seen(2).await;
-    assert_eq!(seen[0].headers["authorization"], "Bearer sk-provider-secret");
+    assert_eq!(
+        seen[0].headers["authorization"],
+        "Bearer sk-provider-secret"
+    );
     assert_eq!(seen[1].headers["authorization"], "Bearer sk-other-agent");
     // The configured name cannot be claimed with another key or none.
-    let thief = [("authorization", "Bearer sk-thief"), ("x-agent-id", "billing")];
+    let thief = [
+        ("authorization", "Bearer sk-thief"),
+        ("x-agent-id", "billing"),
+    ];
     assert_eq!(send(&proxy, &thief).await.0, 403);
     assert_eq!(send(&proxy, &[("x-agent-id", "billing")]).await.0, 403);
     proxy.enforcement.quarantine("billing");

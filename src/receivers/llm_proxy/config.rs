@@ -477,11 +477,16 @@ impl LlmProxyConfig {
                 ));
             }
             if keys.key_sha256.hashes().is_empty() {
-                issues.push(ConfigIssue::new(format!("{key}.key_sha256"), "give at least one hash"));
+                issues.push(ConfigIssue::new(
+                    format!("{key}.key_sha256"),
+                    "give at least one hash",
+                ));
             }
             for (i, hash) in keys.key_sha256.hashes().iter().enumerate() {
                 match super::identity::parse_key_hash(hash) {
-                    Err(message) => issues.push(ConfigIssue::new(format!("{key}.key_sha256[{i}]"), message)),
+                    Err(message) => {
+                        issues.push(ConfigIssue::new(format!("{key}.key_sha256[{i}]"), message))
+                    }
                     Ok(bytes) if !seen.insert(bytes) => issues.push(ConfigIssue::new(
                         format!("{key}.key_sha256[{i}]"),
                         "this key is already configured (one key speaks for one agent)",
@@ -515,7 +520,10 @@ impl LlmProxyConfig {
         if self.max_bound_keys == 0 || self.max_bound_keys > MAX_BOUND_KEYS {
             issues.push(ConfigIssue::new(
                 "max_bound_keys",
-                format!("must be between 1 and {MAX_BOUND_KEYS}, got {}", self.max_bound_keys),
+                format!(
+                    "must be between 1 and {MAX_BOUND_KEYS}, got {}",
+                    self.max_bound_keys
+                ),
             ));
         }
         issues

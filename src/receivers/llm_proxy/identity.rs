@@ -168,7 +168,10 @@ impl Gateway {
         };
         let wanted = match claimed_id {
             Some(id) => (id.clone(), IdentifiedBy::Header),
-            None => (format!("key-{}", short_hash(key.as_bytes())), IdentifiedBy::ApiKey),
+            None => (
+                format!("key-{}", short_hash(key.as_bytes())),
+                IdentifiedBy::ApiKey,
+            ),
         };
         let mut bindings = self.lock();
         if let Some((bound, by)) = bindings.by_key.get(&hash) {
@@ -206,9 +209,7 @@ impl Gateway {
             let (caller, _) = serve(agent)?;
             return Ok((caller, Binding::TableFull));
         }
-        bindings
-            .by_agent
-            .insert(agent.agent_id.clone(), hash);
+        bindings.by_agent.insert(agent.agent_id.clone(), hash);
         bindings
             .by_key
             .insert(hash, (agent.agent_id.clone(), agent.identified_by));
@@ -322,7 +323,10 @@ mod tests {
         let a = [("authorization", "Bearer sk-a"), ("x-agent-id", "billing")];
         assert_eq!(who(&g, &a).unwrap(), "billing");
         // Header dropped or renamed: still billing, or refused.
-        assert_eq!(who(&g, &[("authorization", "Bearer sk-a")]).unwrap(), "billing");
+        assert_eq!(
+            who(&g, &[("authorization", "Bearer sk-a")]).unwrap(),
+            "billing"
+        );
         let renamed = [("authorization", "Bearer sk-a"), ("x-agent-id", "other")];
         assert_eq!(who(&g, &renamed), Err(StatusCode::FORBIDDEN));
         // Another key, or no key, cannot claim billing.
@@ -351,7 +355,10 @@ mod tests {
         assert_eq!(binding, Binding::Bound);
         let second = [("authorization", "Bearer k2"), ("x-agent-id", "two")];
         let (caller, binding) = g.identify(&headers(&second), IP).unwrap();
-        assert_eq!((caller.agent.agent_id.as_str(), binding), ("two", Binding::TableFull));
+        assert_eq!(
+            (caller.agent.agent_id.as_str(), binding),
+            ("two", Binding::TableFull)
+        );
         assert_eq!(g.bound_keys(), 1);
         // What was bound stays enforced.
         let renamed = [("authorization", "Bearer k1"), ("x-agent-id", "two")];
@@ -380,7 +387,10 @@ mod tests {
         g.upstream_credential(&caller, &mut out);
         assert_eq!(out["authorization"], "Bearer sk-provider");
         assert!(out["authorization"].is_sensitive() && out.get("api-key").is_none());
-        let wrong = [("authorization", "Bearer sk-billing"), ("x-agent-id", "ops")];
+        let wrong = [
+            ("authorization", "Bearer sk-billing"),
+            ("x-agent-id", "ops"),
+        ];
         assert_eq!(who(&g, &wrong), Err(StatusCode::FORBIDDEN));
         assert_eq!(
             who(&g, &[("authorization", "Bearer sk-other")]),

@@ -9,10 +9,10 @@ use super::enforcement::{Admitted, ProxyEnforcement};
 use super::error::ProxyError;
 use super::fingerprint::Fingerprint;
 use super::headers::{PROVIDER_HEADER, client_response_headers, upstream_request_headers};
+use super::identity::{Binding, Gateway};
 use super::policy::{ExtraLimits, PolicyEngine, Verdict};
 use super::price::ModelPrice;
 use super::registry::AgentRegistry;
-use super::identity::{Binding, Gateway};
 use super::request::{Api, RequestInfo, inspect};
 use super::rewrite::{Rewrite, rewrite};
 use super::routing::{Routing, check_path, upstream_url};
@@ -250,7 +250,9 @@ pub async fn handle(
                         StatusCode::BAD_REQUEST,
                         "invalid_request_error",
                         "unreadable_body",
-                        format!("agent-immune restricts this agent's requests and cannot apply that to this body: {message}"),
+                        format!(
+                            "agent-immune restricts this agent's requests and cannot apply that to this body: {message}"
+                        ),
                     ),
                 );
             }

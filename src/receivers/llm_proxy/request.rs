@@ -254,7 +254,7 @@ pub(super) fn for_each_member<'a>(
 }
 
 /// Calls `each` for every element of the JSON array `array`, in order.
-fn for_each_element<'a>(
+pub(super) fn for_each_element<'a>(
     array: &'a RawValue,
     each: impl FnMut(&'a RawValue),
 ) -> Result<(), serde_json::Error> {

@@ -114,9 +114,8 @@ impl Tee {
         if let Reader::Json { captured, overflow } = &self.reader
             && !*overflow
             && !captured.is_empty()
-            && let Ok(body) = serde_json::from_slice::<serde_json::Value>(captured)
         {
-            self.observer.observe_body(&body);
+            self.observer.observe_body(captured);
         }
         self.observer.finish()
     }
