@@ -200,12 +200,7 @@ pub async fn handle(
         return refuse(
             &state,
             agent,
-            ProxyError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "unreadable_body",
-                "agent-immune restricts this agent's requests and could not read this body as one JSON object",
-            ),
+            unreadable("could not read this body as one JSON object"),
         );
     }
     let mut change = Rewrite::default();
@@ -243,18 +238,7 @@ pub async fn handle(
             Ok(None) => body,
             Err(message) => {
                 metrics.refused_invalid.inc();
-                return refuse(
-                    &state,
-                    agent,
-                    ProxyError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request_error",
-                        "unreadable_body",
-                        format!(
-                            "agent-immune restricts this agent's requests and cannot apply that to this body: {message}"
-                        ),
-                    ),
-                );
+                return refuse(&state, agent, unreadable(&message));
             }
         }
     };
@@ -399,6 +383,19 @@ pub async fn handle(
         .added_latency
         .record(sent.duration_since(arrived) + answered.elapsed());
     response
+}
+
+/// A restricted agent's body the proxy cannot apply its restrictions to:
+/// refused rather than forwarded blind.
+fn unreadable(why: &str) -> ProxyError {
+    ProxyError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "unreadable_body",
+        format!(
+            "agent-immune restricts this agent's requests and cannot apply them to this body: {why}"
+        ),
+    )
 }
 
 /// Answers `refusal` and counts it against the agent.

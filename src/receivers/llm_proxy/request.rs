@@ -8,6 +8,7 @@
 //! as they are read), so a 32 MiB `{"x":[0,0,…]}` costs no more than its
 //! bytes. Changing a body is `rewrite.rs`, equally bounded.
 
+use crate::processors::genai::content::PromptHasher;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -85,13 +86,13 @@ pub fn inspect(api: Api, body: &[u8]) -> Option<RequestInfo> {
         Api::ChatCompletions => system_parts(&mut prompt, messages),
         Api::Responses => {
             if let Some(text) = instructions.and_then(text) {
-                prompt.part(&text);
+                prompt.push(&text);
             }
             system_parts(&mut prompt, input);
         }
         Api::Completions | Api::Other => {}
     }
-    info.prompt_hash = prompt.finish();
+    info.prompt_hash = prompt_hash(prompt);
     Some(info)
 }
 
@@ -103,30 +104,10 @@ pub fn hash_hex(text: &str) -> String {
 /// The system instructions, hashed as read: the text of every system or
 /// developer message part (Chat Completions), or `instructions` followed by
 /// the parts of the system/developer items of `input` (Responses), in
-/// order, one newline between non-empty parts. The genai processor hashes
-/// OTLP content the same way, so the same prompt gives the same hash on
-/// both paths.
-#[derive(Default)]
-struct PromptHasher {
-    sha: Sha256,
-    parts: usize,
-}
-
-impl PromptHasher {
-    fn part(&mut self, text: &str) {
-        if text.is_empty() {
-            return;
-        }
-        if self.parts > 0 {
-            self.sha.update(b"\n");
-        }
-        self.sha.update(text.as_bytes());
-        self.parts += 1;
-    }
-
-    fn finish(self) -> Option<String> {
-        (self.parts > 0).then(|| hex::encode(self.sha.finalize()))
-    }
+/// order, with the genai processor's hasher, so the same prompt gives the
+/// same hash on both paths.
+fn prompt_hash(hasher: PromptHasher) -> Option<String> {
+    hasher.finish().map(hex::encode)
 }
 
 /// The parts of the system/developer messages of a `messages` or `input`
@@ -155,7 +136,7 @@ fn content_parts(prompt: &mut PromptHasher, content: Option<&RawValue>) {
     let Some(content) = content else { return };
     if content.get().starts_with('"') {
         if let Some(text) = text(content) {
-            prompt.part(&text);
+            prompt.push(&text);
         }
         return;
     }
@@ -175,7 +156,7 @@ fn content_parts(prompt: &mut PromptHasher, content: Option<&RawValue>) {
                 .is_none_or(|t| t == "text" || t == "input_text")
             && let Some(part_text) = part_text
         {
-            prompt.part(&part_text);
+            prompt.push(&part_text);
         }
     });
 }

@@ -129,7 +129,8 @@ impl ResponseObserver {
                 };
                 let mut tools = 0;
                 elements(member(message, "tool_calls"), |_| tools += 1);
-                let legacy = member(message, "function_call").is_some_and(|f| f.get().starts_with('{'));
+                let legacy =
+                    member(message, "function_call").is_some_and(|f| f.get().starts_with('{'));
                 calls = calls.saturating_add(tools + usize::from(legacy));
             });
             self.facts.tool_calls = saturate(calls);
@@ -198,8 +199,7 @@ impl ResponseObserver {
             self.facts.model = Some(model.chars().take(MAX_MODEL_CHARS).collect());
         }
         if let Some(usage) = object.usage.filter(|u| u.get().starts_with('{')) {
-            let tokens =
-                |keys: [&str; 2]| keys.iter().find_map(|k| as_u64(member(usage, k)));
+            let tokens = |keys: [&str; 2]| keys.iter().find_map(|k| as_u64(member(usage, k)));
             let input = tokens(["prompt_tokens", "input_tokens"]);
             let output = tokens(["completion_tokens", "output_tokens"]);
             if input.is_some() || output.is_some() {
@@ -216,7 +216,9 @@ impl ResponseObserver {
             && object.object.and_then(text).as_deref() == Some("response")
         {
             let mut calls = 0usize;
-            elements(Some(output), |item| calls += usize::from(is_tool_call(item)));
+            elements(Some(output), |item| {
+                calls += usize::from(is_tool_call(item))
+            });
             self.final_output_calls = Some(saturate(calls));
         }
         if let Some(error) = Members::of_raw(object.error) {
