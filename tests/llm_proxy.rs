@@ -340,7 +340,7 @@ async fn agents_are_fingerprinted_header_then_key_then_client() {
             .post(&url)
             .header("x-agent-id", "named-agent")
             .header("x-agent-type", "planner")
-            .header("authorization", "Bearer sk-abc"),
+            .header("authorization", "Bearer sk-named"),
     )
     .await;
     send(

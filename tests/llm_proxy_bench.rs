@@ -35,11 +35,15 @@ async fn run(
                 let mut request = client
                     .post(&url)
                     .header("content-type", "application/json")
-                    .header("authorization", "Bearer sk-bench")
                     .body(body.clone());
-                if agents {
-                    request = request.header("x-agent-id", format!("bench-{}", worker % 8));
-                }
+                // One key per agent: the proxy binds a key to one agent.
+                request = if agents {
+                    request
+                        .header("x-agent-id", format!("bench-{}", worker % 8))
+                        .header("authorization", format!("Bearer sk-bench-{}", worker % 8))
+                } else {
+                    request.header("authorization", "Bearer sk-bench")
+                };
                 let started = Instant::now();
                 let response = request.send().await.unwrap();
                 assert_eq!(response.status(), 200);

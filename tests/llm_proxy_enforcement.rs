@@ -188,6 +188,48 @@ async fn revoke_tools_strips_them_by_default() {
 }
 
 #[tokio::test]
+async fn restrictions_cannot_be_dodged_by_the_body_s_form() {
+    let (upstream, proxy) = Proxy::with_upstream().await;
+    proxy.enforcement.revoke_tools("infected");
+    // Tools under an escaped key, in a duplicate, in a body that says it
+    // is not JSON: all stripped, every other byte as sent.
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x [tools=1]"}],"tool\u0073":[{"type":"function","function":{"name":"f"}}],"tools":[]}"#;
+    let r = proxy
+        .post("infected", "/v1/chat/completions", &json!(null))
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let forwarded = upstream.wait_seen(1).await[0].body.clone();
+    assert_eq!(
+        &forwarded[..],
+        br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x [tools=1]"}]}"#
+    );
+    // A body the proxy cannot read is not forwarded blind.
+    for unreadable in ["{\"tools\": [1], \"x\": NaN}", "[1]"] {
+        let r = proxy
+            .post("infected", "/v1/chat/completions", &json!(null))
+            .body(unreadable)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{unreadable}");
+        assert_eq!(r.json_body().await["error"]["code"], "unreadable_body");
+    }
+    assert_eq!(upstream.seen().len(), 1);
+    // An unrestricted agent's unreadable body passes untouched.
+    let r = proxy
+        .post("healthy", "/v1/chat/completions", &json!(null))
+        .body("[1]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
 async fn revoke_tools_can_refuse_tool_requests_instead() {
     let (upstream, proxy) = Proxy::with_upstream_config(|cfg| {
         cfg.revoke_tools_mode = RevokeToolsMode::Refuse;

@@ -23,7 +23,7 @@ struct Out(String);
 
 impl Out {
     fn llm_proxy(&mut self, m: &ProxyMetrics) {
-        let counters: [(&str, &str, u64); 16] = [
+        let counters: [(&str, &str, u64); 19] = [
             (
                 "requests",
                 "Requests received by the LLM proxy.",
@@ -75,6 +75,16 @@ impl Out {
                 m.refused_invalid.get(),
             ),
             (
+                "refused_identity",
+                "Requests refused by gateway identity (401 no or unknown key in strict mode, 403 key and agent id not belonging together).",
+                m.refused_identity.get(),
+            ),
+            (
+                "identity_unbound",
+                "Requests served under an unbound key because the key binding table was full (max_bound_keys).",
+                m.identity_unbound.get(),
+            ),
+            (
                 "policy_alerts",
                 "Violations of alert-only policy rules.",
                 m.policy_alerts.get(),
@@ -93,6 +103,11 @@ impl Out {
                 "cut_streams",
                 "Streams cut because their agent was quarantined.",
                 m.cut_streams.get(),
+            ),
+            (
+                "response_oversized",
+                "Response parts too large to read for vitals (stream event > 4 MiB, JSON body > 16 MiB), passed through unread.",
+                m.response_oversized.get(),
             ),
             ("vitals", "Vitals handed to detection.", m.vitals.get()),
             (

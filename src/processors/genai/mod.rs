@@ -5,7 +5,7 @@
 //! `shared/fixtures/genai-spans/README.md`.
 
 pub mod config;
-mod content;
+pub(crate) mod content;
 mod error_type;
 mod facts;
 mod intern;

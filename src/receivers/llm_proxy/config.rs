@@ -37,6 +37,9 @@ pub const RESERVED_RULE_PREFIX: &str = "agent-immune:";
 const MAX_BODY_MIB: u64 = 1024;
 const MAX_AGENTS: usize = 1_000_000;
 const MAX_NAME_CHARS: usize = 64;
+const MAX_BOUND_KEYS: usize = 10_000_000;
+/// Longest configured agent id (as `X-Agent-ID`).
+const MAX_AGENT_ID_CHARS: usize = super::fingerprint::MAX_AGENT_ID_CHARS;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -95,6 +98,88 @@ pub struct LlmProxyConfig {
     pub prices: BTreeMap<String, ModelPrice>,
     /// Connection limits of the proxy's listener.
     pub listener: ListenerConfig,
+    /// How callers are identified (see "Agent identity" in the README):
+    /// "bound" binds each API key to the agent it first claims, so the key,
+    /// not `X-Agent-ID`, decides who is calling; "strict" admits only the
+    /// keys configured in `agents` (401 otherwise). Default "bound".
+    pub identity: IdentityMode,
+    /// Agents and their keys, by hash: `agents."billing" = { key_sha256 =
+    /// "<64 hex>" }` (a list of hashes for a rotation). A request with such
+    /// a key is that agent. Default: none.
+    pub agents: BTreeMap<String, AgentKeyConfig>,
+    /// The provider key the proxy sends upstream (`Authorization: Bearer`)
+    /// in place of the client's, for requests authenticated by a configured
+    /// agent key, so agents never hold it, e.g. `"${env:OPENAI_API_KEY}"`.
+    /// Never logged. Default: none (clients' keys are forwarded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_api_key: Option<Secret>,
+    /// Most API keys bound to agents in "bound" mode; beyond it new keys
+    /// are served under their claimed id without a binding (counted in
+    /// `llm_proxy_identity_unbound`). Default 100000.
+    pub max_bound_keys: usize,
+}
+
+/// How the proxy identifies callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityMode {
+    /// The key decides; unconfigured keys are bound on first sight.
+    #[default]
+    Bound,
+    /// Only configured keys are admitted.
+    Strict,
+}
+
+/// One configured agent's credential.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentKeyConfig {
+    /// SHA-256 (64 hex digits) of the agent's key, or a list of them.
+    pub key_sha256: KeyHashes,
+}
+
+/// One key hash or several.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum KeyHashes {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl KeyHashes {
+    pub fn hashes(&self) -> &[String] {
+        match self {
+            KeyHashes::One(one) => std::slice::from_ref(one),
+            KeyHashes::Many(many) => many,
+        }
+    }
+}
+
+/// A secret from the config: never shown by `Debug` or serialized.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
 }
 
 impl Default for LlmProxyConfig {
@@ -114,6 +199,10 @@ impl Default for LlmProxyConfig {
             revoke_tools_mode: RevokeToolsMode::Strip,
             prices: default_prices(),
             listener: ListenerConfig::default(),
+            identity: IdentityMode::Bound,
+            agents: BTreeMap::new(),
+            upstream_api_key: None,
+            max_bound_keys: 100_000,
         }
     }
 }
@@ -373,6 +462,75 @@ impl LlmProxyConfig {
             }
         }
         issues.extend(self.listener.validate());
+        issues.extend(self.identity_issues());
+        issues
+    }
+
+    fn identity_issues(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (agent, keys) in &self.agents {
+            let key = format!("agents.{agent}");
+            if agent.trim() != agent
+                || agent.is_empty()
+                || agent.chars().count() > MAX_AGENT_ID_CHARS
+                || agent.chars().any(char::is_control)
+            {
+                issues.push(ConfigIssue::new(
+                    &key,
+                    format!("agent ids are 1-{MAX_AGENT_ID_CHARS} printable characters without surrounding spaces"),
+                ));
+            }
+            if keys.key_sha256.hashes().is_empty() {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.key_sha256"),
+                    "give at least one hash",
+                ));
+            }
+            for (i, hash) in keys.key_sha256.hashes().iter().enumerate() {
+                match super::identity::parse_key_hash(hash) {
+                    Err(message) => {
+                        issues.push(ConfigIssue::new(format!("{key}.key_sha256[{i}]"), message))
+                    }
+                    Ok(bytes) if !seen.insert(bytes) => issues.push(ConfigIssue::new(
+                        format!("{key}.key_sha256[{i}]"),
+                        "this key is already configured (one key speaks for one agent)",
+                    )),
+                    Ok(_) => {}
+                }
+            }
+        }
+        if self.identity == IdentityMode::Strict && self.agents.is_empty() {
+            issues.push(ConfigIssue::new(
+                "identity",
+                "\"strict\" admits only configured keys: add [receivers.llm_proxy.agents.\"<id>\"] key_sha256 = \"…\"",
+            ));
+        }
+        if let Some(secret) = &self.upstream_api_key {
+            if self.agents.is_empty() {
+                issues.push(ConfigIssue::new(
+                    "upstream_api_key",
+                    "is sent only for configured agents: add [receivers.llm_proxy.agents.\"<id>\"]",
+                ));
+            }
+            if secret.expose().trim().is_empty()
+                || http::HeaderValue::try_from(format!("Bearer {}", secret.expose())).is_err()
+            {
+                issues.push(ConfigIssue::new(
+                    "upstream_api_key",
+                    "must be a non-empty key of header-safe characters (is the environment variable set?)",
+                ));
+            }
+        }
+        if self.max_bound_keys == 0 || self.max_bound_keys > MAX_BOUND_KEYS {
+            issues.push(ConfigIssue::new(
+                "max_bound_keys",
+                format!(
+                    "must be between 1 and {MAX_BOUND_KEYS}, got {}",
+                    self.max_bound_keys
+                ),
+            ));
+        }
         issues
     }
 
@@ -537,6 +695,56 @@ mod tests {
                 "max_agents",
             ]
         );
+    }
+
+    #[test]
+    fn identity_keys() {
+        let hash = "ab".repeat(32);
+        let cfg: LlmProxyConfig = toml::from_str(&format!(
+            r#"
+            identity = "strict"
+            upstream_api_key = "sk-provider"
+            [agents."billing"]
+            key_sha256 = "{hash}"
+            [agents."ops"]
+            key_sha256 = ["{}", "{}"]
+            "#,
+            "cd".repeat(32),
+            "ef".repeat(32)
+        ))
+        .unwrap();
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        assert_eq!(cfg.agents["ops"].key_sha256.hashes().len(), 2);
+        assert!(!format!("{cfg:?}").contains("sk-provider"));
+        assert!(!toml::to_string(&cfg).unwrap().contains("sk-provider"));
+
+        let bad: LlmProxyConfig = toml::from_str(&format!(
+            r#"
+            identity = "strict"
+            upstream_api_key = ""
+            max_bound_keys = 0
+            [agents."a"]
+            key_sha256 = "{hash}"
+            [agents."b"]
+            key_sha256 = ["{hash}", "xyz"]
+            "#
+        ))
+        .unwrap();
+        let keys: Vec<String> = bad.validate().into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "agents.b.key_sha256[0]",
+                "agents.b.key_sha256[1]",
+                "upstream_api_key",
+                "max_bound_keys"
+            ]
+        );
+        let strict_alone = LlmProxyConfig {
+            identity: IdentityMode::Strict,
+            ..Default::default()
+        };
+        assert_eq!(strict_alone.validate()[0].key, "identity");
     }
 
     #[test]

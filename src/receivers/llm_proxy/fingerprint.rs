@@ -1,7 +1,8 @@
-//! Who is calling: the agent id and type of a proxied request, for agents
-//! that never declared themselves.
+//! Who a request claims to be: the agent id and type of a proxied request,
+//! for agents that never declared themselves. `identity.rs` decides whether
+//! the claim holds (the credential, not the header, has the last word).
 //!
-//! Identity, first that applies: the `X-Agent-ID` header; else `key-` + 12
+//! The claim, first that applies: the `X-Agent-ID` header; else `key-` + 12
 //! hex of SHA-256 of the API key (`Authorization: Bearer`, `api-key`,
 //! `x-api-key`); else `anon-` + 12 hex of SHA-256 of client IP, `|`, and
 //! User-Agent. The API key is hashed in place and never kept, logged or
@@ -31,6 +32,8 @@ pub enum IdentifiedBy {
     ApiKey,
     /// Derived from its client IP and User-Agent.
     Client,
+    /// Authenticated by a key configured for the agent.
+    ConfiguredKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +77,7 @@ pub fn fingerprint(headers: &HeaderMap, client_ip: IpAddr) -> Fingerprint {
 }
 
 /// The API key the client authenticates with, borrowed from the headers.
-fn api_key(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn api_key(headers: &HeaderMap) -> Option<&str> {
     let bearer = header_str(headers, "authorization").and_then(|v| {
         let (scheme, rest) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
@@ -86,7 +89,7 @@ fn api_key(headers: &HeaderMap) -> Option<&str> {
         .find(|k| !k.is_empty())
 }
 
-fn short_hash(bytes: &[u8]) -> String {
+pub(super) fn short_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     let mut hex = hex::encode(digest);
     hex.truncate(HASH_HEX_CHARS);

@@ -90,6 +90,12 @@ pub struct ProxyMetrics {
     pub refused_tools: Counter,
     /// Refused as invalid (path, oversized body, unreadable body).
     pub refused_invalid: Counter,
+    /// Refused by gateway identity: no or unknown key in strict mode (401),
+    /// or a key and agent id that do not belong together (403).
+    pub refused_identity: Counter,
+    /// Requests served under an unbound key because the binding table was
+    /// full (`max_bound_keys`).
+    pub identity_unbound: Counter,
     /// Violations of alert-only rules (logged, not enforced).
     pub policy_alerts: Counter,
     /// Requests whose tools were stripped (revoke_tools, strip mode).
@@ -98,6 +104,9 @@ pub struct ProxyMetrics {
     pub unknown_provider_headers: Counter,
     /// Streams cut because their agent was quarantined.
     pub cut_streams: Counter,
+    /// Response parts too large to read for vitals (a stream event over
+    /// 4 MiB, a JSON body over 16 MiB): passed through, their usage unknown.
+    pub response_oversized: Counter,
     /// Vitals handed to detection.
     pub vitals: Counter,
     /// Vitals dropped because detection refused them (backpressure).

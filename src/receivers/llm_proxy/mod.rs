@@ -19,6 +19,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod glob;
 pub mod headers;
+pub mod identity;
 mod lru;
 pub mod metrics;
 pub mod policy;
@@ -28,6 +29,7 @@ mod rate;
 pub mod registry;
 pub mod request;
 pub mod response;
+pub mod rewrite;
 pub mod routing;
 pub mod sse;
 mod target;
@@ -83,6 +85,7 @@ pub struct LlmProxy {
     enforcement: ProxyEnforcement,
     /// The receiver's id, naming its listener in the metrics.
     name: String,
+    gateway: identity::Gateway,
 }
 
 impl std::fmt::Debug for LlmProxy {
@@ -103,6 +106,7 @@ impl LlmProxy {
             )));
         }
         let routing = Routing::from_config(cfg).map_err(LlmProxyError::Config)?;
+        let gateway = identity::Gateway::new(cfg).map_err(LlmProxyError::Config)?;
         let policies = PolicyEngine::new(&cfg.policies, cfg.max_agents)
             .map_err(|e| LlmProxyError::Config(format!("policies: {e}")))?;
         let client = reqwest::Client::builder()
@@ -133,6 +137,7 @@ impl LlmProxy {
             registry: Arc::new(AgentRegistry::new(cfg.max_agents)),
             enforcement: ProxyEnforcement::new(&cfg.reduce_autonomy, cfg.drain_timeout),
             name: "llm_proxy".to_string(),
+            gateway,
         })
     }
 
@@ -175,6 +180,7 @@ impl LlmProxy {
             policies: self.policies,
             registry: self.registry,
             enforcement: self.enforcement,
+            gateway: self.gateway,
             vitals,
             telemetry,
             max_body_bytes: self.cfg.max_request_body_bytes(),

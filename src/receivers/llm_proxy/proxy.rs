@@ -1,18 +1,20 @@
-//! The request path: identify the agent, admit it (quarantine, drain),
-//! read the body within its limit, apply policies and healing
-//! restrictions, route, forward, and stream the answer back chunk by chunk
+//! The request path: identify the agent by its credential, admit it
+//! (quarantine, drain), read the body within its limit (its bytes, never a
+//! JSON tree), apply policies and healing restrictions, route, forward, and stream the answer back chunk by chunk
 //! while a tee reads it for vitals. The turn's vitals go to detection when
 //! the response ends; detection refusing them never affects the client.
 
 use super::config::RevokeToolsMode;
 use super::enforcement::{Admitted, ProxyEnforcement};
 use super::error::ProxyError;
-use super::fingerprint::{Fingerprint, fingerprint};
+use super::fingerprint::Fingerprint;
 use super::headers::{PROVIDER_HEADER, client_response_headers, upstream_request_headers};
+use super::identity::{Binding, Gateway};
 use super::policy::{ExtraLimits, PolicyEngine, Verdict};
 use super::price::ModelPrice;
 use super::registry::AgentRegistry;
-use super::request::{Api, RequestInfo, cap_output_tokens, inspect, strip_tools};
+use super::request::{Api, RequestInfo, inspect};
+use super::rewrite::{Rewrite, rewrite};
 use super::routing::{Routing, check_path, upstream_url};
 use super::tee::Tee;
 use super::turn::{FinishedTurn, TurnIds, client_retries, unix_nanos};
@@ -21,9 +23,9 @@ use crate::telemetry::Telemetry;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Frame;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,6 +50,7 @@ pub struct ProxyState {
     pub policies: Arc<PolicyEngine>,
     pub registry: Arc<AgentRegistry>,
     pub enforcement: ProxyEnforcement,
+    pub gateway: Gateway,
     pub vitals: Arc<dyn VitalsConsumer>,
     pub telemetry: Arc<Telemetry>,
     pub prices: BTreeMap<String, ModelPrice>,
@@ -89,8 +92,25 @@ pub async fn handle(
         )
         .into_response();
     }
-    let agent = fingerprint(&parts.headers, peer.ip());
-    state.registry.saw(&agent, peer.ip(), arrived_unix);
+    let caller = match state.gateway.identify(&parts.headers, peer.ip()) {
+        Ok((caller, binding)) => {
+            if binding == Binding::TableFull {
+                metrics.identity_unbound.inc();
+            }
+            caller
+        }
+        Err(refusal) => {
+            metrics.refused_identity.inc();
+            tracing::debug!(
+                status = refusal.0.status.as_u16(),
+                "llm_proxy: request refused: {}",
+                refusal.0.message
+            );
+            return refusal.0.into_response();
+        }
+    };
+    let agent = &caller.agent;
+    state.registry.saw(agent, peer.ip(), arrived_unix);
     let admitted = match state.enforcement.admit(&agent.agent_id) {
         Ok(admitted) => admitted,
         Err(refusal) => {
@@ -99,7 +119,7 @@ pub async fn handle(
             } else {
                 metrics.refused_draining.inc();
             }
-            return refuse(&state, &agent, refusal);
+            return refuse(&state, agent, refusal);
         }
     };
 
@@ -107,12 +127,20 @@ pub async fn handle(
         Ok(body) => body,
         Err(refusal) => {
             metrics.refused_invalid.inc();
-            return refuse(&state, &agent, refusal);
+            return refuse(&state, agent, refusal);
         }
     };
     let api = Api::of(&parts.method, parts.uri.path());
-    let mut json = parse_json(&parts.headers, &body);
-    let info = json.as_ref().map(|j| inspect(api, j)).unwrap_or_default();
+    let restrictions = admitted.restrictions;
+    // A restricted agent's body is read whatever it claims to be: a
+    // restriction the proxy cannot apply must not be skipped.
+    let restricted = api.is_generation()
+        && (restrictions.tools_revoked || restrictions.reduced_autonomy.is_some());
+    let read = (restricted || is_json_like(&parts.headers))
+        .then(|| inspect(api, &body))
+        .flatten();
+    let readable = read.is_some();
+    let info = read.unwrap_or_default();
     if let Some(model) = &info.model {
         state.registry.used_model(&agent.agent_id, model);
     }
@@ -151,7 +179,7 @@ pub async fn handle(
             if let Some(wait) = violation.retry_after {
                 refusal = refusal.retry_after(super::rate::retry_after_secs(wait));
             }
-            return refuse(&state, &agent, refusal);
+            return refuse(&state, agent, refusal);
         }
         Verdict::Allow { alerts } => {
             for alert in alerts {
@@ -167,14 +195,22 @@ pub async fn handle(
     }
 
     // Healing restrictions rewrite the body; untouched bodies go as received.
-    let mut rewritten = false;
-    if admitted.restrictions.tools_revoked && info.has_tools {
+    if restricted && !readable && !body.is_empty() {
+        metrics.refused_invalid.inc();
+        return refuse(
+            &state,
+            agent,
+            unreadable("could not read this body as one JSON object"),
+        );
+    }
+    let mut change = Rewrite::default();
+    if restrictions.tools_revoked && info.has_tools {
         match state.revoke_tools_mode {
             RevokeToolsMode::Refuse => {
                 metrics.refused_tools.inc();
                 return refuse(
                     &state,
-                    &agent,
+                    agent,
                     ProxyError::new(
                         StatusCode::FORBIDDEN,
                         "tools_revoked",
@@ -184,30 +220,27 @@ pub async fn handle(
                 );
             }
             RevokeToolsMode::Strip => {
-                if let Some(j) = json.as_mut() {
-                    rewritten |= strip_tools(j);
-                    metrics.tools_stripped.inc();
-                }
+                change.strip_tools = true;
+                metrics.tools_stripped.inc();
             }
         }
     }
-    if let (Some(limits), Some(j)) = (admitted.restrictions.reduced_autonomy, json.as_mut()) {
-        rewritten |= cap_output_tokens(api, j, limits.max_tokens);
+    if let Some(limits) = restrictions.reduced_autonomy
+        && api.is_generation()
+    {
+        change.max_output_tokens = Some(limits.max_tokens);
     }
-    let body = match (rewritten, json) {
-        (true, Some(j)) => match serde_json::to_vec(&j) {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(e) => {
-                return ProxyError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "rewrite_failed",
-                    format!("could not re-encode the request body: {e}"),
-                )
-                .into_response();
+    let body = if change.is_nothing() {
+        body
+    } else {
+        match rewrite(api, &body, change) {
+            Ok(Some(rewritten)) => Bytes::from(rewritten),
+            Ok(None) => body,
+            Err(message) => {
+                metrics.refused_invalid.inc();
+                return refuse(&state, agent, unreadable(&message));
             }
-        },
-        _ => body,
+        }
     };
 
     let wanted = parts
@@ -245,17 +278,19 @@ pub async fn handle(
     let turn = TurnStart {
         ids: state.ids.ids(&parts.headers, arrived_unix),
         retries: client_retries(&parts.headers),
-        agent_id: agent.agent_id,
+        agent_id: agent.agent_id.clone(),
         api,
         info,
         arrived,
         arrived_unix,
         reduced,
     };
+    let mut headers = upstream_request_headers(&parts.headers);
+    state.gateway.upstream_credential(&caller, &mut headers);
     let upstream_request = state
         .client
         .request(parts.method, url)
-        .headers(upstream_request_headers(&parts.headers))
+        .headers(headers)
         .body(body);
     let sent = Instant::now();
     metrics.forwarded.inc();
@@ -350,6 +385,19 @@ pub async fn handle(
     response
 }
 
+/// A restricted agent's body the proxy cannot apply its restrictions to:
+/// refused rather than forwarded blind.
+fn unreadable(why: &str) -> ProxyError {
+    ProxyError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "unreadable_body",
+        format!(
+            "agent-immune restricts this agent's requests and cannot apply them to this body: {why}"
+        ),
+    )
+}
+
 /// Answers `refusal` and counts it against the agent.
 fn refuse(state: &ProxyState, agent: &Fingerprint, refusal: ProxyError) -> Response {
     state.registry.refused(&agent.agent_id);
@@ -362,6 +410,9 @@ fn refuse(state: &ProxyState, agent: &Fingerprint, refusal: ProxyError) -> Respo
     refusal.into_response()
 }
 
+/// The whole body, at most `limit` bytes, read into one buffer sized by
+/// `Content-Length` (so a body is held once, never twice while joining
+/// its frames).
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ProxyError> {
     let too_large = || {
         ProxyError::new(
@@ -380,15 +431,30 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    match tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Ok(Err(e)) => Err(ProxyError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "unreadable_body",
-            format!("could not read the request body: {e}"),
-        )),
+    let capacity = declared.map_or(0, |len| usize::try_from(len).unwrap_or(limit));
+    let collect = async {
+        let mut body = body;
+        let mut buffer = BytesMut::with_capacity(capacity);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ProxyError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "unreadable_body",
+                    format!("could not read the request body: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buffer.len().saturating_add(data.len()) > limit {
+                    return Err(too_large());
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+        Ok(buffer.freeze())
+    };
+    match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
+        Ok(result) => result,
         Err(_) => Err(ProxyError::new(
             StatusCode::REQUEST_TIMEOUT,
             "invalid_request_error",
@@ -398,21 +464,15 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     }
 }
 
-/// The body as JSON when it claims to be JSON (or says nothing) and parses;
-/// anything else is forwarded untouched and read for nothing.
-fn parse_json(headers: &HeaderMap, body: &[u8]) -> Option<serde_json::Value> {
-    let media = headers
+/// The body claims to be JSON (or says nothing); anything else is
+/// forwarded untouched and read for nothing.
+fn is_json_like(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let json_like = media
-        .as_deref()
-        .is_none_or(|m| m == "application/json" || m.ends_with("+json"));
-    if body.is_empty() || !json_like {
-        return None;
-    }
-    serde_json::from_slice(body).ok()
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_none_or(|m| m == "application/json" || m.ends_with("+json"))
 }
 
 /// Copies the upstream body to the client chunk by chunk, feeding the tee,
@@ -504,7 +564,15 @@ async fn pump(
     // The response ends here (the client sees the end of the body).
     drop(chunks);
     drop(upstream);
-    let facts = tee.map(Tee::finish).unwrap_or_default();
+    let facts = tee
+        .map(|tee| {
+            let oversized = tee.oversized();
+            if oversized > 0 {
+                state.telemetry.llm_proxy.response_oversized.add(oversized);
+            }
+            tee.finish()
+        })
+        .unwrap_or_default();
     finish_turn(&state, &turn, status, facts, transport_error);
     drop(admitted);
 }

@@ -1,10 +1,23 @@
-//! What the proxy reads from, and may change in, a request body: the API,
-//! model, streaming flag, tools, and the hash of the system instructions.
-//! Chat Completions (`messages`) and the Responses API (`instructions`,
-//! `input`) both.
+//! What the proxy reads from a request body: the API, model, streaming
+//! flag, tools, and the hash of the system instructions. Chat Completions
+//! (`messages`) and the Responses API (`instructions`, `input`) both.
+//!
+//! The body is never materialised as a JSON tree: members are visited as
+//! raw slices of the body (borrowed, no allocation) and only the few facts
+//! above are kept (the model cut to 200 characters, the instructions hashed
+//! as they are read), so a 32 MiB `{"x":[0,0,…]}` costs no more than its
+//! bytes. Changing a body is `rewrite.rs`, equally bounded.
 
-use serde_json::Value;
+use crate::processors::genai::content::PromptHasher;
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::fmt;
+
+/// Longest model name kept.
+const MAX_MODEL_CHARS: usize = 200;
 
 /// Which OpenAI API a request calls; only generation calls become vitals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,23 +63,37 @@ pub struct RequestInfo {
     pub prompt_hash: Option<String>,
 }
 
-/// Reads the facts of a parsed JSON body.
-pub fn inspect(api: Api, body: &Value) -> RequestInfo {
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .map(|m| m.chars().take(200).collect());
-    let non_empty = |key: &str| match body.get(key) {
-        Some(Value::Array(items)) => !items.is_empty(),
-        Some(Value::Null) | None => false,
-        Some(_) => true,
-    };
-    RequestInfo {
-        model,
-        stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        has_tools: non_empty("tools") || non_empty("functions"),
-        prompt_hash: system_text(api, body).map(|text| hash_hex(&text)),
+/// Reads the facts of a JSON body; `None` when it is not one JSON object.
+/// A member repeated keeps its last value (as JSON parsers do), except
+/// tools: offered by any copy counts, so a duplicate cannot hide them.
+pub fn inspect(api: Api, body: &[u8]) -> Option<RequestInfo> {
+    let mut info = RequestInfo::default();
+    let (mut messages, mut instructions, mut input) = (None, None, None);
+    for_each_member(body, |key, value| match key {
+        "model" => {
+            info.model = text(value).map(|m| m.chars().take(MAX_MODEL_CHARS).collect());
+        }
+        "stream" => info.stream = value.get() == "true",
+        "tools" | "functions" => info.has_tools |= offers_tools(value),
+        "messages" => messages = Some(value),
+        "instructions" => instructions = Some(value),
+        "input" => input = Some(value),
+        _ => {}
+    })
+    .ok()?;
+    let mut prompt = PromptHasher::default();
+    match api {
+        Api::ChatCompletions => system_parts(&mut prompt, messages),
+        Api::Responses => {
+            if let Some(text) = instructions.and_then(text) {
+                prompt.push(&text);
+            }
+            system_parts(&mut prompt, input);
+        }
+        Api::Completions | Api::Other => {}
     }
+    info.prompt_hash = prompt_hash(prompt);
+    Some(info)
 }
 
 /// SHA-256 hex of `text`, as the prompt hash everywhere in agent-immune.
@@ -74,122 +101,169 @@ pub fn hash_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// The system instructions: the text of every system or developer message
-/// part (Chat Completions), or `instructions` followed by the parts of the
-/// system/developer items of `input` (Responses), in order, one newline
-/// between non-empty parts. The genai processor hashes OTLP content the same
-/// way, so the same prompt gives the same hash on both paths.
-fn system_text(api: Api, body: &Value) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    match api {
-        Api::ChatCompletions => {
-            for message in body.get("messages").and_then(Value::as_array)? {
-                if is_system(message) {
-                    content_parts(&mut parts, message.get("content"));
-                }
-            }
-        }
-        Api::Responses => {
-            if let Some(instructions) = body.get("instructions").and_then(Value::as_str) {
-                parts.push(instructions);
-            }
-            if let Some(items) = body.get("input").and_then(Value::as_array) {
-                for item in items.iter().filter(|i| is_system(i)) {
-                    content_parts(&mut parts, item.get("content"));
-                }
-            }
-        }
-        Api::Completions | Api::Other => return None,
-    }
-    parts.retain(|p| !p.is_empty());
-    (!parts.is_empty()).then(|| parts.join("\n"))
+/// The system instructions, hashed as read: the text of every system or
+/// developer message part (Chat Completions), or `instructions` followed by
+/// the parts of the system/developer items of `input` (Responses), in
+/// order, with the genai processor's hasher, so the same prompt gives the
+/// same hash on both paths.
+fn prompt_hash(hasher: PromptHasher) -> Option<String> {
+    hasher.finish().map(hex::encode)
 }
 
-fn is_system(message: &Value) -> bool {
-    matches!(
-        message.get("role").and_then(Value::as_str),
-        Some("system" | "developer")
-    )
+/// The parts of the system/developer messages of a `messages` or `input`
+/// array; anything else (a string `input`, non-objects) holds none.
+fn system_parts(prompt: &mut PromptHasher, items: Option<&RawValue>) {
+    let Some(items) = items.filter(|v| v.get().starts_with('[')) else {
+        return;
+    };
+    let _ = for_each_element(items, |item| {
+        let (mut role, mut content) = (None, None);
+        let read = for_each_member(item.get().as_bytes(), |key, value| match key {
+            "role" => role = text(value),
+            "content" => content = Some(value),
+            _ => {}
+        });
+        if read.is_ok() && matches!(role.as_deref(), Some("system" | "developer")) {
+            content_parts(prompt, content);
+        }
+    });
 }
 
 /// The text parts of a message content: the string itself, or the `text`
 /// of each text part (type `text`, the Responses API's `input_text`, or
 /// untyped); images, audio and files hold none.
-fn content_parts<'a>(out: &mut Vec<&'a str>, content: Option<&'a Value>) {
-    match content {
-        Some(Value::String(s)) => out.push(s),
-        Some(Value::Array(parts)) => {
-            out.extend(
-                parts
-                    .iter()
-                    .filter(|p| {
-                        p.get("type")
-                            .and_then(Value::as_str)
-                            .is_none_or(|t| t == "text" || t == "input_text")
-                    })
-                    .filter_map(|p| p.get("text").and_then(Value::as_str)),
-            );
+fn content_parts(prompt: &mut PromptHasher, content: Option<&RawValue>) {
+    let Some(content) = content else { return };
+    if content.get().starts_with('"') {
+        if let Some(text) = text(content) {
+            prompt.push(&text);
         }
-        _ => {}
+        return;
+    }
+    if !content.get().starts_with('[') {
+        return;
+    }
+    let _ = for_each_element(content, |part| {
+        let (mut kind, mut part_text) = (None, None);
+        let read = for_each_member(part.get().as_bytes(), |key, value| match key {
+            "type" => kind = text(value),
+            "text" => part_text = text(value),
+            _ => {}
+        });
+        if read.is_ok()
+            && kind
+                .as_deref()
+                .is_none_or(|t| t == "text" || t == "input_text")
+            && let Some(part_text) = part_text
+        {
+            prompt.push(&part_text);
+        }
+    });
+}
+
+/// `tools` / `functions` offer something: present, not null, not `[]`.
+fn offers_tools(value: &RawValue) -> bool {
+    let raw = value.get();
+    match raw.strip_prefix('[') {
+        Some(rest) => rest.trim_start() != "]",
+        None => raw != "null",
     }
 }
 
-/// Fields that offer tools to the model, removed by revoke_tools.
-const TOOL_FIELDS: [&str; 5] = [
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "functions",
-    "function_call",
-];
-
-/// Removes the tool fields; true when any was present.
-pub fn strip_tools(body: &mut Value) -> bool {
-    let Some(object) = body.as_object_mut() else {
-        return false;
-    };
-    let mut removed = false;
-    for field in TOOL_FIELDS {
-        removed |= object.remove(field).is_some();
-    }
-    removed
+/// A JSON string value, unescaped; `None` for any other value.
+pub(super) fn text(value: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<Text<'_>>(value.get())
+        .ok()
+        .map(|t| t.0)
 }
 
-/// Lowers the request's output-token limit to `cap`, or sets it when the
-/// request has none; true when the body changed.
-pub fn cap_output_tokens(api: Api, body: &mut Value, cap: u64) -> bool {
-    let Some(object) = body.as_object_mut() else {
-        return false;
-    };
-    let fields: &[&str] = match api {
-        Api::ChatCompletions => &["max_completion_tokens", "max_tokens"],
-        Api::Responses => &["max_output_tokens"],
-        Api::Completions => &["max_tokens"],
-        Api::Other => return false,
-    };
-    let mut changed = false;
-    let mut present = false;
-    for field in fields {
-        if let Some(value) = object.get_mut(*field).filter(|v| !v.is_null()) {
-            present = true;
-            if value.as_u64().is_none_or(|n| n > cap) {
-                *value = Value::from(cap);
-                changed = true;
+/// A JSON string, borrowed from the body when it holds no escapes.
+pub(super) struct Text<'a>(pub Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s)))
             }
         }
+        deserializer.deserialize_str(TextVisitor)
     }
-    if !present {
-        // The first field is the API's current name for the limit.
-        object.insert(fields[0].to_string(), Value::from(cap));
-        changed = true;
+}
+
+/// Calls `each(key, value)` for every member of the JSON object `body`, in
+/// order, each value a raw slice of the body; an error when `body` is not
+/// exactly one JSON object. Nothing is kept between members.
+pub(super) fn for_each_member<'a>(
+    body: &'a [u8],
+    each: impl FnMut(&str, &'a RawValue),
+) -> Result<(), serde_json::Error> {
+    struct Members<F>(F);
+    impl<'de, F: FnMut(&str, &'de RawValue)> Visitor<'de> for Members<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<Text<'de>>()? {
+                let value: &'de RawValue = map.next_value()?;
+                (self.0)(&key.0, value);
+            }
+            Ok(())
+        }
     }
-    changed
+    impl<'de, F: FnMut(&str, &'de RawValue)> DeserializeSeed<'de> for Members<F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    Members(each).deserialize(&mut deserializer)?;
+    deserializer.end()
+}
+
+/// Calls `each` for every element of the JSON array `array`, in order.
+pub(super) fn for_each_element<'a>(
+    array: &'a RawValue,
+    each: impl FnMut(&'a RawValue),
+) -> Result<(), serde_json::Error> {
+    struct Elements<F>(F);
+    impl<'de, F: FnMut(&'de RawValue)> Visitor<'de> for Elements<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(element) = seq.next_element::<&'de RawValue>()? {
+                (self.0)(element);
+            }
+            Ok(())
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(array.get());
+    deserializer.deserialize_seq(Elements(each))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn inspect(api: Api, body: &Value) -> RequestInfo {
+        super::inspect(api, body.to_string().as_bytes()).unwrap()
+    }
 
     #[test]
     fn api_from_method_and_path() {
@@ -241,20 +315,25 @@ mod tests {
     }
 
     #[test]
-    fn strip_and_cap() {
-        let mut body =
-            json!({"model": "m", "tools": [1], "tool_choice": "auto", "max_tokens": 5000});
-        assert!(strip_tools(&mut body));
-        assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
-        assert!(!strip_tools(&mut body));
-        assert!(cap_output_tokens(Api::ChatCompletions, &mut body, 100));
-        assert_eq!(body["max_tokens"], 100);
-        assert!(body.get("max_completion_tokens").is_none());
-        assert!(!cap_output_tokens(Api::ChatCompletions, &mut body, 100));
-        let mut body = json!({"input": "x"});
-        assert!(cap_output_tokens(Api::Responses, &mut body, 64));
-        assert_eq!(body["max_output_tokens"], 64);
-        let mut body = json!({"messages": [], "max_completion_tokens": 10});
-        assert!(!cap_output_tokens(Api::ChatCompletions, &mut body, 100));
+    fn escaped_keys_duplicates_and_non_objects() {
+        // Keys are compared unescaped; tools in any copy count.
+        let body = br#"{"tool\u0073": [{"type": "function"}], "tools": [], "model": "a\u0062"}"#;
+        let info = super::inspect(Api::ChatCompletions, body).unwrap();
+        assert!(info.has_tools);
+        assert_eq!(info.model.as_deref(), Some("ab"));
+        for not_an_object in [&b"[1]"[..], b"", b"{\"a\":1} x", b"{\"a\":}"] {
+            assert_eq!(super::inspect(Api::ChatCompletions, not_an_object), None);
+        }
+        // Odd shapes inside are skipped, not fatal.
+        let odd = json!({"model": 5, "stream": "yes", "messages": [0, "x", {"role": "system", "content": 7}, {"content": "late", "role": "system"}]});
+        let info = inspect(Api::ChatCompletions, &odd);
+        assert_eq!((info.model, info.stream), (None, false));
+        assert_eq!(info.prompt_hash, Some(hash_hex("late")));
+    }
+
+    #[test]
+    fn a_long_model_is_cut() {
+        let info = inspect(Api::ChatCompletions, &json!({"model": "m".repeat(5000)}));
+        assert_eq!(info.model.unwrap().len(), MAX_MODEL_CHARS);
     }
 }

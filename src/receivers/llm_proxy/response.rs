@@ -1,8 +1,11 @@
 //! What the vitals need from a response: model, usage, tool calls, error
 //! type. Read from a whole JSON body or from the events of a stream, for
-//! Chat Completions and the Responses API alike.
+//! Chat Completions and the Responses API alike. Like the request, a
+//! response is read member by member from its bytes, never as a JSON tree,
+//! so a large body costs no more than its (bounded) capture.
 
-use serde_json::Value;
+use super::request::{for_each_element, for_each_member, text};
+use serde_json::value::RawValue;
 use std::collections::HashSet;
 
 /// Most distinct streamed tool calls tracked in one response.
@@ -39,23 +42,97 @@ pub struct ResponseObserver {
     final_output_calls: Option<u32>,
 }
 
+/// The members of a response object or stream event the vitals read.
+#[derive(Default)]
+struct Members<'a> {
+    model: Option<&'a RawValue>,
+    usage: Option<&'a RawValue>,
+    output: Option<&'a RawValue>,
+    object: Option<&'a RawValue>,
+    error: Option<&'a RawValue>,
+    choices: Option<&'a RawValue>,
+    kind: Option<&'a RawValue>,
+    response: Option<&'a RawValue>,
+    item: Option<&'a RawValue>,
+    code: Option<&'a RawValue>,
+}
+
+impl<'a> Members<'a> {
+    /// The members of the JSON object `json`; `None` when it is not one.
+    fn of(json: &'a [u8]) -> Option<Self> {
+        let mut m = Members::default();
+        for_each_member(json, |key, value| match key {
+            "model" => m.model = Some(value),
+            "usage" => m.usage = Some(value),
+            "output" => m.output = Some(value),
+            "object" => m.object = Some(value),
+            "error" => m.error = Some(value),
+            "choices" => m.choices = Some(value),
+            "type" => m.kind = Some(value),
+            "response" => m.response = Some(value),
+            "item" => m.item = Some(value),
+            "code" => m.code = Some(value),
+            _ => {}
+        })
+        .ok()?;
+        Some(m)
+    }
+
+    /// The members of a nested value, when it is an object.
+    fn of_raw(value: Option<&'a RawValue>) -> Option<Self> {
+        value
+            .filter(|v| v.get().starts_with('{'))
+            .and_then(|v| Self::of(v.get().as_bytes()))
+    }
+}
+
+/// The value of `key` in the object `object`, raw (the last copy).
+fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    let mut found = None;
+    if object.get().starts_with('{') {
+        let _ = for_each_member(object.get().as_bytes(), |k, v| {
+            if k == key {
+                found = Some(v);
+            }
+        });
+    }
+    found
+}
+
+fn as_u64(value: Option<&RawValue>) -> Option<u64> {
+    value.and_then(|v| serde_json::from_str::<u64>(v.get()).ok())
+}
+
+fn is_array(value: Option<&RawValue>) -> Option<&RawValue> {
+    value.filter(|v| v.get().starts_with('['))
+}
+
+/// Calls `each` for every element of `array` (nothing when it is none).
+fn elements<'a>(array: Option<&'a RawValue>, each: impl FnMut(&'a RawValue)) {
+    if let Some(array) = is_array(array) {
+        let _ = for_each_element(array, each);
+    }
+}
+
 impl ResponseObserver {
     /// One complete JSON body (a non-streamed response or an error).
-    pub fn observe_body(&mut self, body: &Value) {
-        self.observe_object(body);
-        if let Some(choices) = body.get("choices").and_then(Value::as_array) {
-            let calls: usize = choices
-                .iter()
-                .filter_map(|c| c.get("message"))
-                .map(|m| {
-                    let tools = m
-                        .get("tool_calls")
-                        .and_then(Value::as_array)
-                        .map_or(0, Vec::len);
-                    let legacy = usize::from(m.get("function_call").is_some_and(Value::is_object));
-                    tools + legacy
-                })
-                .sum();
+    pub fn observe_body(&mut self, body: &[u8]) {
+        let Some(members) = Members::of(body) else {
+            return;
+        };
+        self.observe_object(&members);
+        if is_array(members.choices).is_some() {
+            let mut calls: usize = 0;
+            elements(members.choices, |choice| {
+                let Some(message) = member(choice, "message") else {
+                    return;
+                };
+                let mut tools = 0;
+                elements(member(message, "tool_calls"), |_| tools += 1);
+                let legacy =
+                    member(message, "function_call").is_some_and(|f| f.get().starts_with('{'));
+                calls = calls.saturating_add(tools + usize::from(legacy));
+            });
             self.facts.tool_calls = saturate(calls);
         }
     }
@@ -65,73 +142,64 @@ impl ResponseObserver {
         if data == b"[DONE]" {
             return;
         }
-        let Ok(event) = serde_json::from_slice::<Value>(data) else {
+        let Some(event) = Members::of(data) else {
             return;
         };
-        let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+        let kind = event.kind.and_then(text).unwrap_or_default();
         if kind == "error" {
             // Responses API stream error: {"type":"error","code":..,"message":..}
-            self.set_error(&[event.get("code")]);
+            self.set_error(&[event.code]);
             return;
         }
-        if let Some(response) = event.get("response").filter(|r| r.is_object()) {
+        if let Some(response) = Members::of_raw(event.response) {
             // Responses API: created / in_progress / completed / failed /
             // incomplete all carry the response object; the last one wins.
-            self.observe_object(response);
-            if let Some(output) = response.get("output").and_then(Value::as_array)
-                && (!output.is_empty() || kind == "response.completed")
-            {
-                self.final_output_calls = Some(responses_tool_calls(output));
+            self.observe_object(&response);
+            if let Some(output) = is_array(response.output) {
+                let (mut items, mut calls) = (0usize, 0usize);
+                elements(Some(output), |item| {
+                    items += 1;
+                    calls += usize::from(is_tool_call(item));
+                });
+                if items > 0 || kind == "response.completed" {
+                    self.final_output_calls = Some(saturate(calls));
+                }
             }
         }
-        if kind == "response.output_item.done"
-            && event
-                .get("item")
-                .and_then(|i| i.get("type"))
-                .and_then(Value::as_str)
-                .is_some_and(is_tool_call_item)
-        {
+        if kind == "response.output_item.done" && event.item.is_some_and(is_tool_call) {
             self.done_items = self.done_items.saturating_add(1);
         }
         if kind.is_empty() {
             // Chat Completions chunk.
             self.observe_object(&event);
-            for choice in event
-                .get("choices")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let choice_index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let deltas = choice
-                    .get("delta")
-                    .and_then(|d| d.get("tool_calls"))
-                    .and_then(Value::as_array);
-                for (position, call) in deltas.into_iter().flatten().enumerate() {
-                    let index = call
-                        .get("index")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(position as u64);
-                    if self.streamed_calls.len() < MAX_TRACKED_TOOL_CALLS {
-                        self.streamed_calls.insert((choice_index, index));
-                    }
+            let mut seen = Vec::new();
+            elements(event.choices, |choice| {
+                let choice_index = as_u64(member(choice, "index")).unwrap_or(0);
+                let deltas = member(choice, "delta").and_then(|d| member(d, "tool_calls"));
+                let mut position = 0u64;
+                elements(deltas, |call| {
+                    let index = as_u64(member(call, "index")).unwrap_or(position);
+                    seen.push((choice_index, index));
+                    position += 1;
+                });
+            });
+            for call in seen {
+                if self.streamed_calls.len() < MAX_TRACKED_TOOL_CALLS {
+                    self.streamed_calls.insert(call);
                 }
             }
         }
     }
 
     /// Model, usage and error of a response object (either API).
-    fn observe_object(&mut self, object: &Value) {
-        if let Some(model) = object.get("model").and_then(Value::as_str)
+    fn observe_object(&mut self, object: &Members<'_>) {
+        if let Some(model) = object.model.and_then(text)
             && !model.is_empty()
         {
             self.facts.model = Some(model.chars().take(MAX_MODEL_CHARS).collect());
         }
-        if let Some(usage) = object.get("usage").filter(|u| u.is_object()) {
-            let tokens = |keys: [&str; 2]| {
-                keys.iter()
-                    .find_map(|k| usage.get(*k).and_then(Value::as_u64))
-            };
+        if let Some(usage) = object.usage.filter(|u| u.get().starts_with('{')) {
+            let tokens = |keys: [&str; 2]| keys.iter().find_map(|k| as_u64(member(usage, k)));
             let input = tokens(["prompt_tokens", "input_tokens"]);
             let output = tokens(["completion_tokens", "output_tokens"]);
             if input.is_some() || output.is_some() {
@@ -139,33 +207,40 @@ impl ResponseObserver {
                 self.facts.output_tokens = output.unwrap_or(0);
                 self.facts.cached_input_tokens = ["prompt_tokens_details", "input_tokens_details"]
                     .iter()
-                    .find_map(|k| usage.get(*k)?.get("cached_tokens")?.as_u64())
+                    .find_map(|k| as_u64(member(member(usage, k)?, "cached_tokens")))
                     .unwrap_or(0);
                 self.facts.usage_known = true;
             }
         }
-        if let Some(output) = object.get("output").and_then(Value::as_array)
-            && object.get("object").and_then(Value::as_str) == Some("response")
+        if let Some(output) = is_array(object.output)
+            && object.object.and_then(text).as_deref() == Some("response")
         {
-            self.final_output_calls = Some(responses_tool_calls(output));
+            let mut calls = 0usize;
+            elements(Some(output), |item| {
+                calls += usize::from(is_tool_call(item))
+            });
+            self.final_output_calls = Some(saturate(calls));
         }
-        if let Some(error) = object.get("error").filter(|e| e.is_object()) {
-            self.set_error(&[error.get("type"), error.get("code")]);
+        if let Some(error) = Members::of_raw(object.error) {
+            self.set_error(&[error.kind, error.code]);
         }
     }
 
     /// The first usable of `candidates` (a non-empty string or a number),
     /// else "error".
-    fn set_error(&mut self, candidates: &[Option<&Value>]) {
+    fn set_error(&mut self, candidates: &[Option<&RawValue>]) {
         if self.facts.error_type.is_some() {
             return;
         }
         let text = candidates
             .iter()
-            .find_map(|c| match c {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
+            .flatten()
+            .find_map(|c| match text(c) {
+                Some(s) if !s.is_empty() => Some(s.into_owned()),
+                Some(_) => None,
+                None => serde_json::from_str::<serde_json::Number>(c.get())
+                    .ok()
+                    .map(|n| n.to_string()),
             })
             .unwrap_or_else(|| "error".to_string());
         self.facts.error_type = Some(text.chars().take(MAX_ERROR_TYPE_CHARS).collect());
@@ -179,20 +254,12 @@ impl ResponseObserver {
     }
 }
 
-/// Tool calls among a Responses API `output`: `function_call` items and the
-/// built-in tools' `*_call` items (web_search_call, file_search_call, …).
-fn responses_tool_calls(output: &[Value]) -> u32 {
-    saturate(
-        output
-            .iter()
-            .filter_map(|item| item.get("type").and_then(Value::as_str))
-            .filter(|t| is_tool_call_item(t))
-            .count(),
-    )
-}
-
-fn is_tool_call_item(kind: &str) -> bool {
-    kind.ends_with("_call")
+/// A Responses API output item that is a tool call: `function_call` and
+/// the built-in tools' `*_call` items (web_search_call, file_search_call, …).
+fn is_tool_call(item: &RawValue) -> bool {
+    member(item, "type")
+        .and_then(text)
+        .is_some_and(|t| t.ends_with("_call"))
 }
 
 fn saturate(n: usize) -> u32 {
@@ -202,11 +269,11 @@ fn saturate(n: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn body_facts(body: Value) -> ResponseFacts {
         let mut observer = ResponseObserver::default();
-        observer.observe_body(&body);
+        observer.observe_body(body.to_string().as_bytes());
         observer.finish()
     }
 

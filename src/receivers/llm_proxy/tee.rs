@@ -98,14 +98,24 @@ impl Tee {
         }
     }
 
+    /// Parts of the response too large to read for vitals (stream events
+    /// beyond [`MAX_SSE_EVENT_BYTES`], a JSON body beyond
+    /// [`MAX_JSON_CAPTURE_BYTES`]); they passed through unread.
+    pub fn oversized(&self) -> u64 {
+        match &self.reader {
+            Reader::Sse(parser) => u64::from(parser.skipped_events),
+            Reader::Json { overflow, .. } => u64::from(*overflow),
+            Reader::Ignore => 0,
+        }
+    }
+
     /// The facts learned; a JSON body is parsed here, once complete.
     pub fn finish(mut self) -> ResponseFacts {
         if let Reader::Json { captured, overflow } = &self.reader
             && !*overflow
             && !captured.is_empty()
-            && let Ok(body) = serde_json::from_slice::<serde_json::Value>(captured)
         {
-            self.observer.observe_body(&body);
+            self.observer.observe_body(captured);
         }
         self.observer.finish()
     }
@@ -209,6 +219,7 @@ mod tests {
         let mut tee = Tee::new(Some("application/json"), Some("gzip"));
         tee.feed(&gz);
         assert!(matches!(tee.reader, Reader::Json { overflow: true, .. }));
+        assert_eq!(tee.oversized(), 1);
         assert!(!tee.finish().usage_known);
     }
 
@@ -217,6 +228,7 @@ mod tests {
         let mut tee = Tee::new(Some("text/event-stream"), None);
         tee.feed(b"data: {\"model\":\"m\",\"choices\":[]}\n\ndata: {\"model\":\"m\",\"choices\":[],\"usa");
         tee.feed(b"ge\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n");
+        assert_eq!(tee.oversized(), 0);
         let facts = tee.finish();
         assert!(facts.usage_known);
         assert_eq!(facts.output_tokens, 2);
