@@ -16,13 +16,16 @@ mod grpc;
 mod http;
 pub mod inflate;
 mod ingest;
+pub mod jsonscan;
 pub mod protowalk;
 pub mod raw_codec;
 pub mod rpc_status;
+pub mod shape;
 
 pub use config::OtlpReceiverConfig;
 pub use ingest::{Consumers, RETRY_DELAY};
 
+use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::consumer::Signal;
 use crate::telemetry::Telemetry;
 use ingest::Ingest;
@@ -61,6 +64,8 @@ pub struct OtlpReceiver {
     paths: [(Signal, String); 3],
     max_recv_msg_bytes: usize,
     max_request_body_bytes: usize,
+    limits: shape::RequestLimits,
+    budget: Arc<MemoryBudget>,
 }
 
 impl OtlpReceiver {
@@ -87,7 +92,15 @@ impl OtlpReceiver {
             paths: Signal::ALL.map(|s| (s, cfg.url_path(s).to_string())),
             max_recv_msg_bytes: cfg.max_recv_msg_bytes(),
             max_request_body_bytes: cfg.max_request_body_bytes(),
+            limits: cfg.request_limits(),
+            budget: default_budget(),
         })
+    }
+
+    /// Shares `budget` (the process's) instead of the receiver's own.
+    pub fn with_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// The bound gRPC address (the real port when configured with port 0).
@@ -108,7 +121,12 @@ impl OtlpReceiver {
         telemetry: Arc<Telemetry>,
         cancel: CancellationToken,
     ) -> JoinHandle<Result<(), ReceiverError>> {
-        let ingest = Arc::new(Ingest::new(consumers, telemetry));
+        let ingest = Arc::new(Ingest::new(
+            consumers,
+            telemetry,
+            self.limits,
+            self.budget,
+        ));
         // A child token: a failing server stops this receiver, not the caller.
         let cancel = cancel.child_token();
         let mut servers = tokio::task::JoinSet::new();
@@ -160,6 +178,13 @@ impl OtlpReceiver {
             first_error.map_or(Ok(()), Err)
         })
     }
+}
+
+/// The budget of a receiver started on its own (tests, tools): the
+/// `[service]` defaults.
+fn default_budget() -> Arc<MemoryBudget> {
+    let (budget, resident) = crate::config::service::ServiceConfig::default().memory_budget();
+    MemoryBudget::new(budget, resident)
 }
 
 async fn listen(protocol: &'static str, addr: SocketAddr) -> Result<TcpListener, ReceiverError> {
