@@ -285,10 +285,10 @@ async fn four_worst_case_requests_of_each_kind_stay_under_the_memory_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_decoded_budget_refuses_retryably() {
-    // 100k empty spans (200 KB on the wire) decode to tens of MiB: two of
-    // them do not fit in a 48 MiB budget at once.
-    let target = start("decoded_budget_mib = 48").await;
-    let body = Bytes::from(empty_spans(200_000));
+    // 50k empty spans (100 KB on the wire) decode to tens of MiB: two of
+    // them do not fit in a 40 MiB budget at once.
+    let target = start("decoded_budget_mib = 40").await;
+    let body = Bytes::from(empty_spans(100_000));
     let client = reqwest::Client::new();
     let refusal = poll_until("a refusal by the decoded-data budget", LIMIT, async || {
         let mut sends = tokio::task::JoinSet::new();
@@ -346,6 +346,7 @@ fn deep_attribute(depth: usize) -> KeyValue {
                 values: vec![KeyValue {
                     key: "k".into(),
                     value: Some(value),
+                    ..Default::default()
                 }],
             })),
         };
@@ -353,6 +354,7 @@ fn deep_attribute(depth: usize) -> KeyValue {
     KeyValue {
         key: "deep".into(),
         value: Some(value),
+        ..Default::default()
     }
 }
 

@@ -1,8 +1,8 @@
 //! The shape of an OTLP/JSON request from one pass over its bytes, before
 //! serde builds anything: every object and array element is counted by the
 //! key it sits under (an upper bound: an element under a key serde ignores
-//! is counted too), and containers nested deeper than the limit are found,
-//! to be blanked to `{}` / `[]` so the rest of the request is kept.
+//! is counted too), and the lists holding containers nested deeper than the
+//! limit are found, to be blanked to `[]` so the rest of the request is kept.
 
 use super::shape::{Part, Shape};
 
@@ -69,6 +69,7 @@ pub fn blank(container: &mut [u8]) {
 
 /// One open container: where it started and the kind of its elements.
 struct Open {
+    start: usize,
     array: bool,
     /// For an array, the kind its elements are counted as.
     elements: Option<&'static [u8]>,
@@ -114,13 +115,20 @@ pub fn shape(body: &[u8], max_value_depth: u32) -> Shape {
                     Some(Open {
                         array: true,
                         elements,
+                        ..
                     }) => elements.unwrap_or(b""),
                     Some(_) => key,
                     None => b"",
                 };
                 if stack.len() >= limit {
-                    let end = container_end(body, i);
-                    shape.too_deep.push(i..end);
+                    // Too deep: the innermost open list is cut to `[]` (an
+                    // empty list of values is valid where an empty key-value
+                    // is not), and the scan goes on after it.
+                    let cut = stack.iter().rposition(|o| o.array);
+                    let start = cut.map_or(i, |at| stack[at].start);
+                    let end = container_end(body, start);
+                    shape.too_deep.push(start..end);
+                    stack.truncate(cut.unwrap_or(stack.len()));
                     i = end;
                     continue;
                 }
@@ -128,6 +136,7 @@ pub fn shape(body: &[u8], max_value_depth: u32) -> Shape {
                     count(&mut shape, under, true);
                 }
                 stack.push(Open {
+                    start: i,
                     array,
                     elements: array.then(|| static_key(under)),
                 });
@@ -270,28 +279,56 @@ mod tests {
     }
 
     #[test]
-    fn too_deep_containers_are_found_and_blanked_in_place() {
-        let body = br#"{"a":[[[["x\"]",{"b":1}]]]],"c":2}"#;
-        // A container depth limit of 16 + 4 * 0 is not reached at 6 levels.
-        assert!(shape(body, 0).too_deep.is_empty());
-        let mut deep = String::from(r#"{"v":"#);
+    fn too_deep_values_are_cut_to_empty_lists_and_the_rest_decodes() {
+        use crate::testdata::AgentTrace;
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList};
+        let mut value = AnyValue::default();
         for _ in 0..40 {
-            deep.push_str(r#"{"kvlistValue":"#);
+            value = AnyValue {
+                value: Some(Value::KvlistValue(KeyValueList {
+                    values: vec![KeyValue {
+                        key: "k".into(),
+                        value: Some(value),
+                        ..Default::default()
+                    }],
+                })),
+            };
         }
-        deep.push_str("{}");
-        for _ in 0..40 {
-            deep.push('}');
-        }
-        deep.push('}');
-        let found = shape(deep.as_bytes(), 2);
+        let mut request = AgentTrace::new("a").request();
+        let spans = request.resource_spans[0].scope_spans[0].spans.len();
+        request.resource_spans[0].scope_spans[0].spans[0]
+            .attributes
+            .push(KeyValue {
+                key: "deep".into(),
+                value: Some(value),
+                ..Default::default()
+            });
+        let mut body = serde_json::to_vec(&request).unwrap();
+        let found = shape(&body, 4);
         assert_eq!(found.too_deep.len(), 1);
-        let range = found.too_deep[0].clone();
-        let mut bytes = deep.into_bytes();
-        blank(&mut bytes[range]);
-        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        // Kept down to the limit (24 containers), empty below it.
-        let text = value.to_string();
-        assert_eq!(text.matches("kvlistValue").count(), 23, "{text}");
-        assert!(text.contains(r#"{"kvlistValue":{}}"#), "{text}");
+        assert_eq!(found.items as usize, spans);
+        for range in &found.too_deep {
+            blank(&mut body[range.clone()]);
+        }
+        let decoded: ExportTraceServiceRequest = serde_json::from_slice(&body).unwrap();
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), spans);
+        // Kept down to the limit, empty below it.
+        let depth = |mut v: &AnyValue| {
+            let mut n = 0;
+            while let Some(Value::KvlistValue(list)) = &v.value {
+                n += 1;
+                match list.values.first().and_then(|kv| kv.value.as_ref()) {
+                    Some(inner) => v = inner,
+                    None => break,
+                }
+            }
+            n
+        };
+        let attributes = &decoded.resource_spans[0].scope_spans[0].spans[0].attributes;
+        let deep = attributes.iter().find(|kv| kv.key == "deep").unwrap();
+        let kept = depth(deep.value.as_ref().unwrap());
+        assert!((4..10).contains(&kept), "{kept} levels kept");
     }
 }

@@ -408,4 +408,87 @@ mod tests {
             Some(9)
         );
     }
+
+    #[test]
+    fn shape_counts_what_decoding_allocates() {
+        let traces: Vec<AgentTrace> = (0..5)
+            .map(|i| AgentTrace::new(format!("a{i}")).tool_calls(i).seed(u64::from(i)))
+            .collect();
+        let request = request_of(&traces);
+        let spans: usize = traces.iter().map(|t| t.spans().len()).sum();
+        // Key-values everywhere, and the values of array values, nested.
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        fn values(v: Option<&AnyValue>) -> usize {
+            match v.and_then(|v| v.value.as_ref()) {
+                Some(Value::ArrayValue(a)) => {
+                    a.values.len() + a.values.iter().map(|v| values(Some(v))).sum::<usize>()
+                }
+                Some(Value::KvlistValue(l)) => key_values(&l.values),
+                _ => 0,
+            }
+        }
+        fn key_values(kvs: &[KeyValue]) -> usize {
+            kvs.len() + kvs.iter().map(|kv| values(kv.value.as_ref())).sum::<usize>()
+        }
+        let mut attributes = 0;
+        for r in &request.resource_spans {
+            attributes += r.resource.as_ref().map_or(0, |r| key_values(&r.attributes));
+            for s in &r.scope_spans {
+                attributes += s.scope.as_ref().map_or(0, |s| key_values(&s.attributes));
+                for span in &s.spans {
+                    attributes += key_values(&span.attributes);
+                    attributes += span.events.iter().map(|e| key_values(&e.attributes)).sum::<usize>();
+                    attributes += span.links.iter().map(|l| key_values(&l.attributes)).sum::<usize>();
+                }
+            }
+        }
+        let bytes = request.encode_to_vec();
+        let found = shape(Signal::Traces, &bytes, 16).unwrap();
+        assert_eq!(found.items, spans as u64);
+        assert_eq!(found.attributes, attributes as u64);
+        assert!(found.decoded_bytes > bytes.len() as u64);
+        assert!(found.too_deep.is_empty());
+        assert!(shape(Signal::Traces, &[0x0a, 0x05, 0x01], 16).is_err());
+        let group = shape(Signal::Traces, &[0x0b], 16).unwrap_err();
+        assert!(group.contains("wire type 3"), "{group}");
+    }
+
+    #[test]
+    fn too_deep_values_are_found_and_blanked_to_empty_values() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue};
+        // A value nested 200 deep: far past prost's own recursion limit.
+        let mut value = AnyValue {
+            value: Some(Value::StringValue("x".repeat(300))),
+        };
+        for _ in 0..200 {
+            value = AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue {
+                    values: vec![value],
+                })),
+            };
+        }
+        let mut request = AgentTrace::new("a").request();
+        request.resource_spans[0].scope_spans[0].spans[0]
+            .attributes
+            .push(crate::testdata::kv("deep", value.value.unwrap()));
+        let bytes = request.encode_to_vec();
+        assert!(ExportTraceServiceRequest::decode(bytes.as_slice()).is_err());
+        let found = shape(Signal::Traces, &bytes, 8).unwrap();
+        assert_eq!(found.too_deep.len(), 1);
+        let blanked = super::super::shape::sanitized(&bytes, &found.too_deep, blank);
+        let decoded = ExportTraceServiceRequest::decode(blanked.as_slice()).unwrap();
+        assert_eq!(
+            decoded.resource_spans[0].scope_spans[0].spans.len(),
+            request.resource_spans[0].scope_spans[0].spans.len()
+        );
+        // Every payload length blanks to an empty value.
+        for len in 2..600 {
+            let mut payload = vec![0xffu8; len];
+            blank(&mut payload);
+            let decoded = AnyValue::decode(payload.as_slice()).unwrap();
+            assert_eq!(decoded, AnyValue::default(), "{len}");
+        }
+    }
 }
