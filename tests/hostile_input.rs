@@ -171,7 +171,11 @@ impl Kind {
 }
 
 /// `/healthz`, answered in time, while `running`; counts the checks.
-async fn watch_health(api: String, checks: Arc<AtomicU64>, done: tokio_util::sync::CancellationToken) {
+async fn watch_health(
+    api: String,
+    checks: Arc<AtomicU64>,
+    done: tokio_util::sync::CancellationToken,
+) {
     let client = reqwest::Client::builder()
         .timeout(HEALTH_LIMIT)
         .build()
@@ -193,7 +197,11 @@ async fn watch_health(api: String, checks: Arc<AtomicU64>, done: tokio_util::syn
 
 /// An ordinary exporter: small batches, retried on 429 as OTLP says;
 /// counts the exports accepted.
-async fn polite_client(http: String, accepted: Arc<AtomicU64>, done: tokio_util::sync::CancellationToken) {
+async fn polite_client(
+    http: String,
+    accepted: Arc<AtomicU64>,
+    done: tokio_util::sync::CancellationToken,
+) {
     let client = reqwest::Client::new();
     let mut i = 0u64;
     while !done.is_cancelled() {
@@ -237,8 +245,16 @@ async fn four_worst_case_requests_of_each_kind_stay_under_the_memory_limit() {
         let done = tokio_util::sync::CancellationToken::new();
         let checks = Arc::new(AtomicU64::new(0));
         let accepted = Arc::new(AtomicU64::new(0));
-        let health = tokio::spawn(watch_health(target.api.clone(), checks.clone(), done.clone()));
-        let polite = tokio::spawn(polite_client(target.http.clone(), accepted.clone(), done.clone()));
+        let health = tokio::spawn(watch_health(
+            target.api.clone(),
+            checks.clone(),
+            done.clone(),
+        ));
+        let polite = tokio::spawn(polite_client(
+            target.http.clone(),
+            accepted.clone(),
+            done.clone(),
+        ));
         let body = kind.body();
         let target = Arc::new(target);
         let mut attacks = Vec::new();
@@ -249,10 +265,7 @@ async fn four_worst_case_requests_of_each_kind_stay_under_the_memory_limit() {
         for attack in attacks {
             let (status, message) = attack.await.unwrap();
             // 400 over HTTP, INVALID_ARGUMENT (3) over gRPC, naming the limit.
-            assert!(
-                status == 400 || status == 3,
-                "{kind:?}: {status} {message}"
-            );
+            assert!(status == 400 || status == 3, "{kind:?}: {status} {message}");
             assert!(message.contains("_per_request"), "{kind:?}: {message}");
         }
         // The ordinary client got through during and after the attack.
@@ -320,10 +333,7 @@ async fn a_full_decoded_budget_refuses_retryably() {
     assert!(metric(&target.api, "agent_immune_receiver_memory_refused_requests").await >= 1);
 
     // A request that could never fit is a permanent error naming the key.
-    let huge = Bytes::from(traces_request(&field(
-        2,
-        &[0x4a, 0x00].repeat(900_000),
-    )));
+    let huge = Bytes::from(traces_request(&field(2, &[0x4a, 0x00].repeat(900_000))));
     let response = client
         .post(format!("{}/v1/traces", target.http))
         .header("content-type", "application/x-protobuf")
@@ -332,7 +342,13 @@ async fn a_full_decoded_budget_refuses_retryably() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 400);
-    assert!(response.text().await.unwrap().contains("decoded_budget_mib"));
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("decoded_budget_mib")
+    );
 }
 
 /// An attribute whose value is a list in a list … `depth` levels deep.
@@ -388,7 +404,12 @@ async fn a_value_nested_too_deep_is_truncated_and_the_rest_is_judged() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 200, "{:?}", response.text().await);
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{:?}",
+        response.text().await
+    );
     assert!(metric(&target.api, "agent_immune_receiver_truncated_values").await >= 2);
     // The other spans of each batch made a turn of their agent.
     poll_until("the two turns", LIMIT, async || {
@@ -396,4 +417,3 @@ async fn a_value_nested_too_deep_is_truncated_and_the_rest_is_judged() {
     })
     .await;
 }
-

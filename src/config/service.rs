@@ -112,9 +112,7 @@ impl ServiceConfig {
 
     /// The decoded-data budget and the resident-memory limit, in bytes.
     pub fn memory_budget(&self) -> (u64, u64) {
-        let budget = self
-            .decoded_budget_mib
-            .unwrap_or(self.memory_limit_mib / 2);
+        let budget = self.decoded_budget_mib.unwrap_or(self.memory_limit_mib / 2);
         (budget << 20, self.memory_limit_mib << 20)
     }
 

@@ -201,7 +201,10 @@ mod tests {
         assert!(MemoryBudget::new(1, 0).check_resident().is_ok());
         // No process runs in a single byte.
         let refused = MemoryBudget::new(1, 1).check_resident().unwrap_err();
-        assert!(refused.to_string().contains("memory limit reached"), "{refused}");
+        assert!(
+            refused.to_string().contains("memory limit reached"),
+            "{refused}"
+        );
         assert!(MemoryBudget::new(1, u64::MAX).check_resident().is_ok());
     }
 }

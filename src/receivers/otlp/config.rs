@@ -97,7 +97,10 @@ impl OtlpReceiverConfig {
         }
         for (key, value) in [
             ("max_items_per_request", self.max_items_per_request),
-            ("max_attributes_per_request", self.max_attributes_per_request),
+            (
+                "max_attributes_per_request",
+                self.max_attributes_per_request,
+            ),
         ] {
             if value == 0 || value > MAX_ITEMS {
                 issues.push(ConfigIssue::new(

@@ -240,7 +240,10 @@ mod tests {
         let logs = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
             {"timeUnixNano":"1","severityNumber":9,"body":{"stringValue":"hi"},
              "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"}]}]}]}"#;
-        assert_eq!(from_json(Signal::Logs, logs.as_bytes(), &[]).unwrap().items, 1);
+        assert_eq!(
+            from_json(Signal::Logs, logs.as_bytes(), &[]).unwrap().items,
+            1
+        );
     }
 
     #[test]

@@ -150,7 +150,11 @@ impl Ingest {
             this.ingest_now(signal, protocol, payload)
         });
         decoding.await.unwrap_or_else(|e| {
-            tracing::error!(signal = signal.as_str(), protocol, "OTLP decode failed: {e}");
+            tracing::error!(
+                signal = signal.as_str(),
+                protocol,
+                "OTLP decode failed: {e}"
+            );
             Err(Rejection::Refused(Refused::Unavailable))
         })
     }
@@ -173,8 +177,9 @@ impl Ingest {
         let bytes = payload.len();
         let shape = match &payload {
             Payload::Protobuf(body) => {
-                super::protowalk::shape(signal, body, self.limits.max_value_depth)
-                    .map_err(|e| self.malformed(signal, protocol, bytes, decode::not_protobuf(signal, &e)))?
+                super::protowalk::shape(signal, body, self.limits.max_value_depth).map_err(|e| {
+                    self.malformed(signal, protocol, bytes, decode::not_protobuf(signal, &e))
+                })?
             }
             Payload::Json(body) => super::jsonscan::shape(body, self.limits.max_value_depth),
         };
@@ -182,8 +187,15 @@ impl Ingest {
             return Err(self.over_limit(signal, protocol, message));
         }
         // A request with too-deep values is decoded from a blanked copy.
-        let copy = if shape.too_deep.is_empty() { 0 } else { bytes as u64 };
-        let reservation = match self.budget.reserve(shape.decoded_bytes.saturating_add(copy)) {
+        let copy = if shape.too_deep.is_empty() {
+            0
+        } else {
+            bytes as u64
+        };
+        let reservation = match self
+            .budget
+            .reserve(shape.decoded_bytes.saturating_add(copy))
+        {
             Ok(reservation) => reservation,
             Err(OverBudget::Never { needed, budget }) => {
                 let message = format!(

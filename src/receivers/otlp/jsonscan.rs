@@ -42,9 +42,20 @@ fn kind_of(key: &[u8]) -> Kind {
         b"bucketCounts" | b"explicitBounds" => Kind::Numbers,
         b"entityRefs" => Kind::Part(Part::Entity),
         b"idKeys" | b"descriptionKeys" => Kind::Part(Part::Text),
-        b"resource" | b"scope" | b"status" | b"value" | b"body" | b"gauge" | b"sum"
-        | b"histogram" | b"exponentialHistogram" | b"summary" | b"positive" | b"negative"
-        | b"arrayValue" | b"kvlistValue" => Kind::Inline,
+        b"resource"
+        | b"scope"
+        | b"status"
+        | b"value"
+        | b"body"
+        | b"gauge"
+        | b"sum"
+        | b"histogram"
+        | b"exponentialHistogram"
+        | b"summary"
+        | b"positive"
+        | b"negative"
+        | b"arrayValue"
+        | b"kvlistValue" => Kind::Inline,
         _ => Kind::Unknown,
     }
 }
@@ -146,7 +157,10 @@ pub fn shape(body: &[u8], max_value_depth: u32) -> Shape {
             }
             b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
                 let start = i;
-                while i < body.len() && !matches!(body[i], b',' | b']' | b'}' | b':') && !body[i].is_ascii_whitespace() {
+                while i < body.len()
+                    && !matches!(body[i], b',' | b']' | b'}' | b':')
+                    && !body[i].is_ascii_whitespace()
+                {
                     i += 1;
                 }
                 if let Some(open) = stack.last()

@@ -121,12 +121,7 @@ impl OtlpReceiver {
         telemetry: Arc<Telemetry>,
         cancel: CancellationToken,
     ) -> JoinHandle<Result<(), ReceiverError>> {
-        let ingest = Arc::new(Ingest::new(
-            consumers,
-            telemetry,
-            self.limits,
-            self.budget,
-        ));
+        let ingest = Arc::new(Ingest::new(consumers, telemetry, self.limits, self.budget));
         // A child token: a failing server stops this receiver, not the caller.
         let cancel = cancel.child_token();
         let mut servers = tokio::task::JoinSet::new();

@@ -412,7 +412,11 @@ mod tests {
     #[test]
     fn shape_counts_what_decoding_allocates() {
         let traces: Vec<AgentTrace> = (0..5)
-            .map(|i| AgentTrace::new(format!("a{i}")).tool_calls(i).seed(u64::from(i)))
+            .map(|i| {
+                AgentTrace::new(format!("a{i}"))
+                    .tool_calls(i)
+                    .seed(u64::from(i))
+            })
             .collect();
         let request = request_of(&traces);
         let spans: usize = traces.iter().map(|t| t.spans().len()).sum();
@@ -428,7 +432,11 @@ mod tests {
             }
         }
         fn key_values(kvs: &[KeyValue]) -> usize {
-            kvs.len() + kvs.iter().map(|kv| values(kv.value.as_ref())).sum::<usize>()
+            kvs.len()
+                + kvs
+                    .iter()
+                    .map(|kv| values(kv.value.as_ref()))
+                    .sum::<usize>()
         }
         let mut attributes = 0;
         for r in &request.resource_spans {
@@ -437,8 +445,16 @@ mod tests {
                 attributes += s.scope.as_ref().map_or(0, |s| key_values(&s.attributes));
                 for span in &s.spans {
                     attributes += key_values(&span.attributes);
-                    attributes += span.events.iter().map(|e| key_values(&e.attributes)).sum::<usize>();
-                    attributes += span.links.iter().map(|l| key_values(&l.attributes)).sum::<usize>();
+                    attributes += span
+                        .events
+                        .iter()
+                        .map(|e| key_values(&e.attributes))
+                        .sum::<usize>();
+                    attributes += span
+                        .links
+                        .iter()
+                        .map(|l| key_values(&l.attributes))
+                        .sum::<usize>();
                 }
             }
         }

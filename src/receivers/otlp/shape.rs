@@ -167,8 +167,7 @@ impl Shape {
             ),
         ];
         checks.into_iter().find_map(|(count, max, what, key)| {
-            (count > max)
-                .then(|| format!("too many items: {count} {what} exceed {key} ({max})"))
+            (count > max).then(|| format!("too many items: {count} {what} exceed {key} ({max})"))
         })
     }
 }
