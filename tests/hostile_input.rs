@@ -10,16 +10,14 @@
 
 mod common;
 
-use agent_immune::receivers::otlp::raw_codec::RawBytesCodec;
-use agent_immune::testdata::AgentTrace;
+use agent_immune::pipeline::consumer::Signal;
+use agent_immune::testdata::{AgentTrace, kv_nested};
 use bytes::Bytes;
 use common::binary::Binary;
 use common::pipeline::TestPipeline;
-use common::{free_port, poll_until};
+use common::{free_port, grpc_raw, metric, poll_until};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList};
 use prost::Message;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,25 +131,10 @@ impl Kind {
     /// message.
     async fn send(self, target: &Target, body: Bytes) -> (u16, String) {
         match self {
-            Kind::GrpcEmptySpans => {
-                let channel = tonic::transport::Endpoint::from_shared(target.grpc.clone())
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap();
-                let mut grpc = tonic::client::Grpc::new(channel);
-                grpc.ready().await.unwrap();
-                let path = http::uri::PathAndQuery::from_static(
-                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                );
-                match grpc
-                    .unary(tonic::Request::new(body), path, RawBytesCodec)
-                    .await
-                {
-                    Ok(_) => (0, String::new()),
-                    Err(status) => (status.code() as u16, status.message().to_string()),
-                }
-            }
+            Kind::GrpcEmptySpans => match grpc_raw(&target.grpc, Signal::Traces, body).await {
+                Ok(_) => (0, String::new()),
+                Err(status) => (status.code() as u16, status.message().to_string()),
+            },
             _ => {
                 let content_type = match self {
                     Kind::JsonEmptyObjects => "application/json",
@@ -223,18 +206,6 @@ async fn polite_client(
         }
         accepted.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-async fn metric(api: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -351,36 +322,13 @@ async fn a_full_decoded_budget_refuses_retryably() {
     );
 }
 
-/// An attribute whose value is a list in a list … `depth` levels deep.
-fn deep_attribute(depth: usize) -> KeyValue {
-    let mut value = AnyValue {
-        value: Some(Value::StringValue("bottom".into())),
-    };
-    for _ in 0..depth {
-        value = AnyValue {
-            value: Some(Value::KvlistValue(KeyValueList {
-                values: vec![KeyValue {
-                    key: "k".into(),
-                    value: Some(value),
-                    ..Default::default()
-                }],
-            })),
-        };
-    }
-    KeyValue {
-        key: "deep".into(),
-        value: Some(value),
-        ..Default::default()
-    }
-}
-
 /// An agent's turn (its trace ids from `seed`) with one of its spans
 /// carrying a 31-deep attribute.
 fn turn_with_deep_attribute(agent: &str, seed: u64) -> ExportTraceServiceRequest {
     let mut request = AgentTrace::new(agent).seed(seed).request();
     request.resource_spans[0].scope_spans[0].spans[0]
         .attributes
-        .push(deep_attribute(31));
+        .push(kv_nested("deep", 31));
     request
 }
 

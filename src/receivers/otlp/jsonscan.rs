@@ -294,31 +294,15 @@ mod tests {
 
     #[test]
     fn too_deep_values_are_cut_to_empty_lists_and_the_rest_decodes() {
-        use crate::testdata::AgentTrace;
+        use crate::testdata::{AgentTrace, kv_nested};
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::AnyValue;
         use opentelemetry_proto::tonic::common::v1::any_value::Value;
-        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList};
-        let mut value = AnyValue::default();
-        for _ in 0..40 {
-            value = AnyValue {
-                value: Some(Value::KvlistValue(KeyValueList {
-                    values: vec![KeyValue {
-                        key: "k".into(),
-                        value: Some(value),
-                        ..Default::default()
-                    }],
-                })),
-            };
-        }
         let mut request = AgentTrace::new("a").request();
         let spans = request.resource_spans[0].scope_spans[0].spans.len();
         request.resource_spans[0].scope_spans[0].spans[0]
             .attributes
-            .push(KeyValue {
-                key: "deep".into(),
-                value: Some(value),
-                ..Default::default()
-            });
+            .push(kv_nested("deep", 40));
         let mut body = serde_json::to_vec(&request).unwrap();
         let found = shape(&body, 4);
         assert_eq!(found.too_deep.len(), 1);

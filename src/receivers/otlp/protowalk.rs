@@ -472,23 +472,12 @@ mod tests {
     #[test]
     fn too_deep_values_are_found_and_blanked_to_empty_values() {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-        use opentelemetry_proto::tonic::common::v1::any_value::Value;
-        use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue};
+        use opentelemetry_proto::tonic::common::v1::AnyValue;
         // A value nested 200 deep: far past prost's own recursion limit.
-        let mut value = AnyValue {
-            value: Some(Value::StringValue("x".repeat(300))),
-        };
-        for _ in 0..200 {
-            value = AnyValue {
-                value: Some(Value::ArrayValue(ArrayValue {
-                    values: vec![value],
-                })),
-            };
-        }
         let mut request = AgentTrace::new("a").request();
         request.resource_spans[0].scope_spans[0].spans[0]
             .attributes
-            .push(crate::testdata::kv("deep", value.value.unwrap()));
+            .push(crate::testdata::kv_nested("deep", 200));
         let bytes = request.encode_to_vec();
         assert!(ExportTraceServiceRequest::decode(bytes.as_slice()).is_err());
         let found = shape(Signal::Traces, &bytes, 8).unwrap();
