@@ -63,6 +63,14 @@ pub struct ReceiverMetrics {
     pub refused: PerSignal<Counter>,
     /// Requests rejected as malformed (400 / INVALID_ARGUMENT).
     pub malformed_requests: Counter,
+    /// Requests beyond a per-request limit: too many items or attributes,
+    /// or a decoded size beyond the whole budget (400 / INVALID_ARGUMENT).
+    pub over_limit_requests: Counter,
+    /// Requests refused because the decoded-data budget was full or
+    /// resident memory was above the limit (429 / RESOURCE_EXHAUSTED).
+    pub memory_refused_requests: Counter,
+    /// Attribute values nested deeper than max_attribute_depth, truncated.
+    pub truncated_values: Counter,
 }
 
 /// Exporter counters, as the Collector's exporterhelper reports them.

@@ -76,15 +76,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// The value of a counter in the Prometheus text of `/metrics`.
 async fn counter(api: std::net::SocketAddr, name: &str) -> u64 {
-    let text = reqwest::get(format!("http://{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    common::metric(&format!("http://{api}"), name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,9 @@
 //! The OTLP receiver over real sockets, driven by real clients: tonic's
 //! generated OTLP clients, the opentelemetry-otlp exporters and reqwest.
 
+mod common;
+
 use agent_immune::pipeline::consumer::{Consumer, Received, Refused, Signal};
-use agent_immune::receivers::otlp::raw_codec::RawBytesCodec;
 use agent_immune::receivers::otlp::rpc_status::{RpcStatus, retry_delay_of};
 use agent_immune::receivers::otlp::{Consumers, OtlpReceiver, OtlpReceiverConfig};
 use agent_immune::telemetry::Telemetry;
@@ -179,20 +180,9 @@ impl Harness {
 
     /// A raw gRPC call with arbitrary bytes (e.g. a truncated message).
     async fn grpc_raw(&self, signal: Signal, body: Bytes) -> Result<(), tonic::Status> {
-        let channel = tonic::transport::Endpoint::from_shared(self.grpc_url())
-            .unwrap()
-            .connect()
+        common::grpc_raw(&self.grpc_url(), signal, body)
             .await
-            .unwrap();
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.unwrap();
-        grpc.unary::<Bytes, Bytes, _>(
-            tonic::Request::new(body),
-            signal.grpc_path().parse().unwrap(),
-            RawBytesCodec,
-        )
-        .await
-        .map(|_| ())
+            .map(|_| ())
     }
 }
 

@@ -289,6 +289,24 @@ pub fn render(t: &Telemetry, agents_by_state: Option<&BTreeMap<String, usize>>) 
         "Requests rejected as undecodable or invalid.",
         &[("", t.receiver.malformed_requests.get().into())],
     );
+    out.metric(
+        "receiver_over_limit_requests",
+        "counter",
+        "Requests refused for exceeding a per-request limit (items, attributes, decoded size).",
+        &[("", t.receiver.over_limit_requests.get().into())],
+    );
+    out.metric(
+        "receiver_memory_refused_requests",
+        "counter",
+        "Requests refused because the decoded-data budget or the memory limit was reached (retryable).",
+        &[("", t.receiver.memory_refused_requests.get().into())],
+    );
+    out.metric(
+        "receiver_truncated_values",
+        "counter",
+        "Attribute values nested deeper than max_attribute_depth, truncated to empty values.",
+        &[("", t.receiver.truncated_values.get().into())],
+    );
     out.exporter("otlp_forward", "items", &t.forward);
     out.metric(
         "exporter_queue_bytes",

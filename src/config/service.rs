@@ -25,6 +25,11 @@ pub enum LogFormat {
     Json,
 }
 
+/// Bounds on `memory_limit_mib`: below, the process cannot run its own
+/// detection state; above, the limit is no limit (1 TiB).
+const MIN_MEMORY_MIB: u64 = 64;
+const MAX_MEMORY_MIB: u64 = 1 << 20;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
@@ -44,6 +49,14 @@ pub struct ServiceConfig {
     pub log_level: String,
     /// `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// Resident memory, in MiB, above which new OTLP requests are refused
+    /// with a retryable status (the Collector's memory_limiter). Default 512.
+    pub memory_limit_mib: u64,
+    /// Decoded-but-unprocessed data the receivers may hold at once, in MiB:
+    /// each request reserves its estimated decoded size before decoding
+    /// and holds it until detection has processed it; beyond, requests are
+    /// refused retryably. Default: half of `memory_limit_mib`.
+    pub decoded_budget_mib: Option<u64>,
 }
 
 impl Default for ServiceConfig {
@@ -55,6 +68,8 @@ impl Default for ServiceConfig {
             when_detection_full: WhenFull::Refuse,
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
+            memory_limit_mib: 512,
+            decoded_budget_mib: None,
         }
     }
 }
@@ -77,6 +92,26 @@ impl ServiceConfig {
                 "must be between 1 and 1000000",
             ));
         }
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_limit_mib) {
+            issues.push(ConfigIssue::new(
+                "memory_limit_mib",
+                format!(
+                    "must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}, got {}",
+                    self.memory_limit_mib
+                ),
+            ));
+        }
+        if let Some(budget) = self.decoded_budget_mib
+            && (budget == 0 || budget >= self.memory_limit_mib)
+        {
+            issues.push(ConfigIssue::new(
+                "decoded_budget_mib",
+                format!(
+                    "must be at least 1 and below memory_limit_mib ({}), got {budget}",
+                    self.memory_limit_mib
+                ),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             issues.push(ConfigIssue::new(
                 "log_level",
@@ -84,6 +119,12 @@ impl ServiceConfig {
             ));
         }
         issues
+    }
+
+    /// The decoded-data budget and the resident-memory limit, in bytes.
+    pub fn memory_budget(&self) -> (u64, u64) {
+        let budget = self.decoded_budget_mib.unwrap_or(self.memory_limit_mib / 2);
+        (budget << 20, self.memory_limit_mib << 20)
     }
 
     /// Shard count with 0 resolved to the number of CPUs.

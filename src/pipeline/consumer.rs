@@ -44,7 +44,7 @@ impl Signal {
 }
 
 /// One received export request, validated (it decoded) and uncompressed.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Received {
     pub signal: Signal,
     /// The request as OTLP protobuf bytes: exactly what was received when it
@@ -54,6 +54,9 @@ pub struct Received {
     pub items: u64,
     /// The decoded request, for traces only (detection reads it).
     pub traces: Option<ExportTraceServiceRequest>,
+    /// Its share of the decoded-data budget, held until detection has
+    /// processed it (released on drop).
+    pub reservation: Option<super::budget::Reservation>,
 }
 
 /// Why a consumer refused a request. `Backpressure` and `Unavailable` are

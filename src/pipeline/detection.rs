@@ -6,6 +6,7 @@
 //! sends closed turns on to the shard that owns the agent (by agent id), so
 //! every agent has exactly one owner and no lock is shared on the hot path.
 
+use super::budget::Reservation;
 use super::consumer::Refused;
 use crate::config::service::WhenFull;
 use crate::processors::genai::{Recogniser, SpanFacts};
@@ -35,19 +36,31 @@ pub fn agent_shard(agent_id: &str, shards: usize) -> usize {
     (hash % shards as u64) as usize
 }
 
+/// Span facts on their way to a shard, holding their request's share of
+/// the decoded-data budget until the shard has processed them (a request
+/// whose traces go to several shards shares one reservation).
+#[derive(Debug, Default)]
+pub struct SpanBatch {
+    pub facts: Vec<SpanFacts>,
+    pub reservation: Option<Arc<Reservation>>,
+}
+
+/// What span facts hold in memory, each: the struct and its strings.
+const FACTS_BYTES: u64 = std::mem::size_of::<SpanFacts>() as u64 + 128;
+
 /// The receiving side of detection: recognises spans and reserves room in
 /// the shard queues.
 #[derive(Clone)]
 pub struct DetectionRouter {
     recogniser: Arc<Recogniser>,
-    shards: Vec<mpsc::Sender<Vec<SpanFacts>>>,
+    shards: Vec<mpsc::Sender<SpanBatch>>,
     when_full: WhenFull,
     telemetry: Arc<Telemetry>,
 }
 
 /// Span facts with queue space already reserved for them.
 pub struct PreparedDetection<'a> {
-    sends: Vec<(mpsc::Permit<'a, Vec<SpanFacts>>, Vec<SpanFacts>)>,
+    sends: Vec<(mpsc::Permit<'a, SpanBatch>, SpanBatch)>,
 }
 
 impl PreparedDetection<'_> {
@@ -61,7 +74,7 @@ impl PreparedDetection<'_> {
 impl DetectionRouter {
     pub fn new(
         recogniser: Arc<Recogniser>,
-        shards: Vec<mpsc::Sender<Vec<SpanFacts>>>,
+        shards: Vec<mpsc::Sender<SpanBatch>>,
         when_full: WhenFull,
         telemetry: Arc<Telemetry>,
     ) -> Self {
@@ -85,12 +98,19 @@ impl DetectionRouter {
     /// Recognises the request's spans and reserves room for them in every
     /// shard they go to. With `refuse`, a full shard refuses the request
     /// (retryable); with `drop`, its spans skip detection and are counted.
+    /// The request's budget `reservation`, shrunk to what its facts hold,
+    /// travels with them.
     pub fn prepare(
         &self,
         request: &ExportTraceServiceRequest,
+        reservation: Option<Reservation>,
     ) -> Result<PreparedDetection<'_>, Refused> {
         let mut facts = Vec::new();
         self.recogniser.recognise(request, &mut facts);
+        let reservation = reservation.map(|mut r| {
+            r.shrink_to((facts.len() as u64).saturating_mul(FACTS_BYTES));
+            Arc::new(r)
+        });
         let n = self.shards.len();
         let mut buckets: Vec<Vec<SpanFacts>> = (0..n).map(|_| Vec::new()).collect();
         if n == 1 {
@@ -105,6 +125,10 @@ impl DetectionRouter {
             if batch.is_empty() {
                 continue;
             }
+            let batch = SpanBatch {
+                facts: batch,
+                reservation: reservation.clone(),
+            };
             match shard.try_reserve() {
                 Ok(permit) => sends.push((permit, batch)),
                 Err(mpsc::error::TrySendError::Full(())) => match self.when_full {
@@ -115,7 +139,7 @@ impl DetectionRouter {
                         .telemetry
                         .detection
                         .dropped_spans
-                        .add(batch.len() as u64),
+                        .add(batch.facts.len() as u64),
                 },
                 Err(mpsc::error::TrySendError::Closed(())) => return Err(Refused::Unavailable),
             }

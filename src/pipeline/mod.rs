@@ -1,5 +1,6 @@
 //! The runtime that carries data between components.
 
+pub mod budget;
 pub mod consumer;
 pub mod detection;
 pub mod fleet;

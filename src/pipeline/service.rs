@@ -2,6 +2,7 @@
 //! order: receivers first, then the pipelines drain (open turns are closed
 //! and judged), then the exporters flush what they hold.
 
+use super::budget::MemoryBudget;
 use super::consumer::{Consumer, Signal};
 use super::detection::DetectionRouter;
 use super::fleet::{Fleet, RecentEvents};
@@ -233,6 +234,9 @@ impl Service {
         let mut bound = Vec::new();
         let mut receiver_tasks = Vec::new();
         let mut gateway_views = Vec::new();
+        // One decoded-data budget for every receiver: it bounds the process.
+        let (budget, resident_limit) = config.service.memory_budget();
+        let budget = MemoryBudget::new(budget, resident_limit);
         for (id, receiver) in &config.receivers {
             let ReceiverConfig::Otlp(cfg) = receiver else {
                 continue;
@@ -251,7 +255,9 @@ impl Service {
             let receiver = OtlpReceiver::bind(cfg)
                 .await
                 .with_context(|| format!("starting receiver {id}"))?
-                .named(&id.to_string());
+                .named(&id.to_string())
+
+                .with_budget(budget.clone());
             bound.push(BoundReceiver {
                 id: id.to_string(),
                 grpc: receiver.grpc_addr(),

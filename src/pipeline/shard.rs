@@ -3,7 +3,7 @@
 //! around the pure core: it reads the clock, passes time in, carries the
 //! core's effects out to the executors and brings their results back.
 
-use super::detection::agent_shard;
+use super::detection::{SpanBatch, agent_shard};
 use super::fleet::{AgentView, FleetStats, RecentEvents, Reply, ShardCommand, VitalsView};
 use super::persist::fleet_key;
 use crate::executors::{ActionRequest, Executors};
@@ -13,7 +13,6 @@ use crate::immune::effect::Effect;
 use crate::immune::event::Event;
 use crate::immune::fleet::FleetSummary;
 use crate::immune::vitals::{UnixNanos, Vitals};
-use crate::processors::genai::SpanFacts;
 use crate::processors::turns::TurnAssembler;
 use crate::state::{Commit, StateWriter, Table};
 use crate::telemetry::Telemetry;
@@ -86,7 +85,7 @@ pub struct Shard {
     pub assembler: TurnAssembler,
     pub core: ImmuneCore,
     /// Span batches routed here by trace id.
-    pub spans: mpsc::Receiver<Vec<SpanFacts>>,
+    pub spans: mpsc::Receiver<SpanBatch>,
     /// Turns routed here by agent id, from any shard (this one included).
     pub turns: mpsc::Receiver<Vitals>,
     /// Vitals from sources that are not OTLP (JSON ingest, LLM proxy),
@@ -242,7 +241,9 @@ impl Shard {
                 batch = self.spans.recv(), if spans_open => {
                     let before = self.assembler.open_traces();
                     match batch {
-                        Some(batch) => self.assembler.add_batch(batch, now(), &mut state.closed_turns),
+                        // The batch's budget reservation is released here,
+                        // once its facts are assembled.
+                        Some(batch) => self.assembler.add_batch(batch.facts, now(), &mut state.closed_turns),
                         None => {
                             // Shutdown: every receiver is gone. Close what is
                             // open, hand it over, then stop routing so the

@@ -56,7 +56,7 @@ impl Consumer for SignalPipeline {
         }
     }
 
-    fn consume(&self, received: Received) -> Result<(), Refused> {
+    fn consume(&self, mut received: Received) -> Result<(), Refused> {
         let mut permits = Vec::with_capacity(self.forward.len());
         for queue in &self.forward {
             match queue.try_reserve(received.protobuf.len()) {
@@ -71,8 +71,12 @@ impl Consumer for SignalPipeline {
         }
         // Detection reserves its own queue space (or drops with a counter,
         // as configured) before anything is committed.
+        // The budget reservation goes with the span facts to the shards;
+        // without detection it is released when this request is done.
         let detection = match (&self.detection, &received.traces) {
-            (Some(router), Some(request)) => Some(router.prepare(request)?),
+            (Some(router), Some(request)) => {
+                Some(router.prepare(request, received.reservation.take())?)
+            }
             _ => None,
         };
         let item = ForwardItem {
@@ -112,7 +116,7 @@ mod tests {
             });
         }
         let (shard, shard_rx) = mpsc::channel(1);
-        shard.try_send(Vec::new()).ok();
+        shard.try_send(Default::default()).ok();
         let router = DetectionRouter::new(
             Arc::new(Recogniser::new(&GenaiConfig::default())),
             vec![shard],

@@ -1,7 +1,7 @@
 //! Typed OTLP attributes in one call each.
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
 
 pub fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -39,4 +39,16 @@ pub fn kv_str_array(key: &str, values: &[&str]) -> KeyValue {
                 .collect(),
         }),
     )
+}
+
+/// `key` whose value is a list holding a list … `depth` levels deep, a
+/// string at the bottom (hostile nesting).
+pub fn kv_nested(key: &str, depth: usize) -> KeyValue {
+    let mut value = Value::StringValue("bottom".to_string());
+    for _ in 0..depth {
+        value = Value::KvlistValue(KeyValueList {
+            values: vec![kv("k", value)],
+        });
+    }
+    kv(key, value)
 }

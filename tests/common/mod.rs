@@ -360,3 +360,40 @@ pub fn metric_sample(text: &str, name: &str) -> Option<i64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// The value of a counter or gauge in the Prometheus text of `{api}/metrics`
+/// (`api` as `http://host:port`).
+pub async fn metric(api: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// A raw OTLP/gRPC export of arbitrary bytes (truncated, hostile) to
+/// `url` (`http://host:port`); the response's bytes or its status.
+pub async fn grpc_raw(
+    url: &str,
+    signal: agent_immune::pipeline::consumer::Signal,
+    body: bytes::Bytes,
+) -> Result<bytes::Bytes, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        tonic::Request::new(body),
+        signal.grpc_path().parse().unwrap(),
+        agent_immune::receivers::otlp::raw_codec::RawBytesCodec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}

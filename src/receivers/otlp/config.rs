@@ -2,6 +2,7 @@
 //! Defaults are the Collector's: localhost only, 4 MiB gRPC messages,
 //! 20 MiB HTTP bodies, `/v1/{traces,metrics,logs}`.
 
+use super::shape::RequestLimits;
 use crate::config::ConfigIssue;
 use crate::listener::ListenerConfig;
 use crate::pipeline::consumer::Signal;
@@ -11,6 +12,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 /// Upper bound on the size settings, so a typo cannot make one request
 /// allocate gigabytes.
 const MAX_SIZE_MIB: u64 = 1024;
+/// Upper bound on the per-request item limits.
+const MAX_ITEMS: u64 = 100_000_000;
+/// prost refuses messages nested 100 deep, serde_json containers 128 deep;
+/// the deepest OTLP attribute value sits 9 messages and 16 JSON containers
+/// down, and each level of value nesting adds 3 messages and 4 containers.
+const MAX_ATTRIBUTE_DEPTH: u32 = 24;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,6 +41,19 @@ pub struct OtlpReceiverConfig {
     pub logs_url_path: String,
     /// Connection limits of the gRPC and the HTTP listener (each).
     pub listener: ListenerConfig,
+    /// Most spans, log records or data points in one request, and most
+    /// resources, scopes, events, links, metrics or exemplars; counted from
+    /// the bytes before decoding, a request beyond is refused (400 /
+    /// INVALID_ARGUMENT). Default 100000 (SDK batches are 512, the
+    /// Collector's 8192).
+    pub max_items_per_request: u64,
+    /// Most attributes (key-values at any depth, and array values) in one
+    /// request. Default 1000000.
+    pub max_attributes_per_request: u64,
+    /// Attribute values nested deeper than this (a list in a list in ...)
+    /// are truncated to empty values, the rest of the request kept.
+    /// Default 16, at most 24.
+    pub max_attribute_depth: u32,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -47,6 +67,9 @@ impl Default for OtlpReceiverConfig {
             metrics_url_path: Signal::Metrics.http_path().to_string(),
             logs_url_path: Signal::Logs.http_path().to_string(),
             listener: ListenerConfig::default(),
+            max_items_per_request: 100_000,
+            max_attributes_per_request: 1_000_000,
+            max_attribute_depth: 16,
         }
     }
 }
@@ -75,6 +98,29 @@ impl OtlpReceiverConfig {
                     format!("must be between 1 and {MAX_SIZE_MIB}, got {value}"),
                 ));
             }
+        }
+        for (key, value) in [
+            ("max_items_per_request", self.max_items_per_request),
+            (
+                "max_attributes_per_request",
+                self.max_attributes_per_request,
+            ),
+        ] {
+            if value == 0 || value > MAX_ITEMS {
+                issues.push(ConfigIssue::new(
+                    key,
+                    format!("must be between 1 and {MAX_ITEMS}, got {value}"),
+                ));
+            }
+        }
+        if self.max_attribute_depth == 0 || self.max_attribute_depth > MAX_ATTRIBUTE_DEPTH {
+            issues.push(ConfigIssue::new(
+                "max_attribute_depth",
+                format!(
+                    "must be between 1 and {MAX_ATTRIBUTE_DEPTH} (the decoders' own nesting limits sit just above), got {}",
+                    self.max_attribute_depth
+                ),
+            ));
         }
         let mut seen: Vec<&str> = Vec::new();
         for signal in Signal::ALL {
@@ -122,6 +168,14 @@ impl OtlpReceiverConfig {
 
     pub(crate) fn max_request_body_bytes(&self) -> usize {
         mib_to_bytes(self.max_request_body_size_mib)
+    }
+
+    pub(crate) fn request_limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_items: self.max_items_per_request,
+            max_attributes: self.max_attributes_per_request,
+            max_value_depth: self.max_attribute_depth,
+        }
     }
 }
 
@@ -191,6 +245,8 @@ mod tests {
             max_request_body_size_mib: 5000,
             metrics_url_path: "v1/metrics".into(),
             logs_url_path: "/v1/traces".into(),
+            max_items_per_request: 0,
+            max_attribute_depth: 25,
             ..Default::default()
         };
         let keys: Vec<String> = cfg.validate().into_iter().map(|i| i.key).collect();
@@ -201,6 +257,8 @@ mod tests {
                 "http",
                 "max_recv_msg_size_mib",
                 "max_request_body_size_mib",
+                "max_items_per_request",
+                "max_attribute_depth",
                 "metrics_url_path",
                 "logs_url_path"
             ]

@@ -2,6 +2,8 @@
 //! protobuf requests keep their original bytes; JSON requests are decoded
 //! with OTLP JSON rules and encoded to protobuf once.
 
+use super::shape::sanitized;
+use super::{jsonscan, protowalk};
 use crate::pipeline::consumer::{Received, Signal};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -9,6 +11,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
+use std::ops::Range;
 
 /// A request that could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,27 +31,44 @@ fn request_type(signal: Signal) -> &'static str {
     }
 }
 
+/// Bytes that are not OTLP protobuf, as the walk over them found.
+pub fn not_protobuf(signal: Signal, detail: &str) -> DecodeError {
+    // The detail names a field and an offset, never the data.
+    let message = format!("invalid OTLP protobuf {}: {detail}", request_type(signal));
+    DecodeError {
+        client_message: message.clone(),
+        log_message: message,
+    }
+}
+
 /// Decodes an OTLP protobuf request; `Received.protobuf` is `bytes` itself.
-pub fn from_protobuf(signal: Signal, bytes: Bytes) -> Result<Received, DecodeError> {
-    let invalid = |e: prost::DecodeError| {
-        // prost's message names the field and the problem, not the data.
-        let message = format!("invalid OTLP protobuf {}: {e}", request_type(signal));
-        DecodeError {
-            client_message: message.clone(),
-            log_message: message,
-        }
+/// Values at the `too_deep` ranges are decoded as empty values (from a
+/// blanked copy; the bytes handed on are still the received ones).
+pub fn from_protobuf(
+    signal: Signal,
+    bytes: Bytes,
+    too_deep: &[Range<usize>],
+) -> Result<Received, DecodeError> {
+    // prost's message names the field and the problem, not the data.
+    let invalid = |e: prost::DecodeError| not_protobuf(signal, &e.to_string());
+    let blanked;
+    let decoded: &[u8] = if too_deep.is_empty() {
+        &bytes
+    } else {
+        blanked = sanitized(&bytes, too_deep, protowalk::blank);
+        &blanked
     };
     let (items, traces) = match signal {
         Signal::Traces => {
-            let request = ExportTraceServiceRequest::decode(bytes.as_ref()).map_err(invalid)?;
+            let request = ExportTraceServiceRequest::decode(decoded).map_err(invalid)?;
             (count_spans(&request), Some(request))
         }
         Signal::Metrics => {
-            let request = ExportMetricsServiceRequest::decode(bytes.as_ref()).map_err(invalid)?;
+            let request = ExportMetricsServiceRequest::decode(decoded).map_err(invalid)?;
             (count_data_points(&request), None)
         }
         Signal::Logs => {
-            let request = ExportLogsServiceRequest::decode(bytes.as_ref()).map_err(invalid)?;
+            let request = ExportLogsServiceRequest::decode(decoded).map_err(invalid)?;
             (count_log_records(&request), None)
         }
     };
@@ -57,12 +77,25 @@ pub fn from_protobuf(signal: Signal, bytes: Bytes) -> Result<Received, DecodeErr
         protobuf: bytes,
         items,
         traces,
+        reservation: None,
     })
 }
 
 /// Decodes an OTLP JSON request (hex ids, 64-bit integers as numbers or
-/// strings, enums as integers) and encodes it to protobuf for downstream.
-pub fn from_json(signal: Signal, body: &[u8]) -> Result<Received, DecodeError> {
+/// strings, enums as integers) and encodes it to protobuf for downstream;
+/// containers at the `too_deep` ranges are decoded (and sent on) empty.
+pub fn from_json(
+    signal: Signal,
+    body: &[u8],
+    too_deep: &[Range<usize>],
+) -> Result<Received, DecodeError> {
+    let blanked;
+    let body: &[u8] = if too_deep.is_empty() {
+        body
+    } else {
+        blanked = sanitized(body, too_deep, jsonscan::blank);
+        &blanked
+    };
     let invalid = |e: serde_json::Error| DecodeError {
         client_message: format!("invalid OTLP JSON {}: {e}", request_type(signal)),
         log_message: format!(
@@ -96,6 +129,7 @@ pub fn from_json(signal: Signal, body: &[u8]) -> Result<Received, DecodeError> {
         protobuf: Bytes::from(protobuf),
         items,
         traces,
+        reservation: None,
     })
 }
 
@@ -155,7 +189,7 @@ mod tests {
 
     #[test]
     fn json_follows_otlp_json_encoding() {
-        let received = from_json(Signal::Traces, TRACE_JSON.as_bytes()).unwrap();
+        let received = from_json(Signal::Traces, TRACE_JSON.as_bytes(), &[]).unwrap();
         assert_eq!(received.items, 1);
         let request = received.traces.unwrap();
         let span = &request.resource_spans[0].scope_spans[0].spans[0];
@@ -186,7 +220,7 @@ mod tests {
     #[test]
     fn json_with_bad_hex_id_names_the_problem() {
         let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#;
-        let err = from_json(Signal::Traces, body.as_bytes()).unwrap_err();
+        let err = from_json(Signal::Traces, body.as_bytes(), &[]).unwrap_err();
         assert!(
             err.client_message.contains("ExportTraceServiceRequest"),
             "{err:?}"
@@ -200,30 +234,33 @@ mod tests {
             {"name":"a","sum":{"dataPoints":[{"asInt":"5","timeUnixNano":"1"},{"asDouble":1.5}],
              "aggregationTemporality":2,"isMonotonic":true}},
             {"name":"b","gauge":{"dataPoints":[{"asDouble":2.0}]}}]}]}]}"#;
-        let received = from_json(Signal::Metrics, metrics.as_bytes()).unwrap();
+        let received = from_json(Signal::Metrics, metrics.as_bytes(), &[]).unwrap();
         assert_eq!(received.items, 3);
         assert!(received.traces.is_none());
         let logs = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
             {"timeUnixNano":"1","severityNumber":9,"body":{"stringValue":"hi"},
              "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"}]}]}]}"#;
-        assert_eq!(from_json(Signal::Logs, logs.as_bytes()).unwrap().items, 1);
+        assert_eq!(
+            from_json(Signal::Logs, logs.as_bytes(), &[]).unwrap().items,
+            1
+        );
     }
 
     #[test]
     fn protobuf_keeps_original_bytes_and_rejects_garbage() {
         let request = ExportTraceServiceRequest::decode(
-            from_json(Signal::Traces, TRACE_JSON.as_bytes())
+            from_json(Signal::Traces, TRACE_JSON.as_bytes(), &[])
                 .unwrap()
                 .protobuf,
         )
         .unwrap();
         let bytes = Bytes::from(request.encode_to_vec());
-        let received = from_protobuf(Signal::Traces, bytes.clone()).unwrap();
+        let received = from_protobuf(Signal::Traces, bytes.clone(), &[]).unwrap();
         assert_eq!(received.protobuf, bytes);
         assert_eq!(received.items, 1);
 
         let truncated = bytes.slice(..bytes.len() - 3);
-        let err = from_protobuf(Signal::Traces, truncated).unwrap_err();
+        let err = from_protobuf(Signal::Traces, truncated, &[]).unwrap_err();
         assert!(
             err.client_message
                 .starts_with("invalid OTLP protobuf ExportTraceServiceRequest"),

@@ -8,7 +8,6 @@ use crate::listener::HttpListener;
 use crate::pipeline::consumer::{Refused, Signal};
 use bytes::Bytes;
 use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio_util::sync::CancellationToken;
@@ -103,17 +102,19 @@ struct ExportMethod {
 
 impl tonic::server::UnaryService<Bytes> for ExportMethod {
     type Response = Bytes;
-    type Future = Ready<Result<tonic::Response<Bytes>, Status>>;
+    type Future = BoxFuture<tonic::Response<Bytes>, Status>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let payload = Payload::Protobuf(request.into_inner());
-        ready(
-            self.ingest
-                .ingest(self.signal, PROTOCOL, payload)
+        let (ingest, signal) = (self.ingest.clone(), self.signal);
+        Box::pin(async move {
+            ingest
+                .ingest(signal, PROTOCOL, payload)
+                .await
                 // An empty Export*ServiceResponse encodes to zero bytes.
                 .map(|()| tonic::Response::new(Bytes::new()))
-                .map_err(to_status),
-        )
+                .map_err(to_status)
+        })
     }
 }
 
@@ -121,6 +122,7 @@ impl tonic::server::UnaryService<Bytes> for ExportMethod {
 fn to_status(rejection: Rejection) -> Status {
     match rejection {
         Rejection::Malformed(e) => Status::invalid_argument(e.client_message),
+        Rejection::Limit(message) => Status::invalid_argument(message),
         Rejection::Refused(refused @ Refused::Backpressure(_)) => {
             RpcStatus::new(Code::ResourceExhausted, refused.to_string())
                 .with_retry_delay(RETRY_DELAY)

@@ -101,7 +101,11 @@ async fn handle(state: &HttpState, signal: Signal, request: Request) -> Response
             );
         }
     };
-    if let Err(rejection) = state.ingest.consumer(signal, PROTOCOL) {
+    if let Err(rejection) = state
+        .ingest
+        .consumer(signal, PROTOCOL)
+        .and_then(|_| state.ingest.admit(signal, PROTOCOL))
+    {
         return rejection_response(encoding, rejection);
     }
     let limit = state.max_body_bytes;
@@ -148,12 +152,11 @@ async fn handle(state: &HttpState, signal: Signal, request: Request) -> Response
             }
         },
     };
-    let outcome = match encoding {
-        Encoding::Protobuf => state
-            .ingest
-            .ingest(signal, PROTOCOL, Payload::Protobuf(body)),
-        Encoding::Json => state.ingest.ingest(signal, PROTOCOL, Payload::Json(&body)),
+    let payload = match encoding {
+        Encoding::Protobuf => Payload::Protobuf(body),
+        Encoding::Json => Payload::Json(body),
     };
+    let outcome = state.ingest.ingest(signal, PROTOCOL, payload).await;
     match outcome {
         Ok(()) => success(encoding),
         Err(rejection) => rejection_response(encoding, rejection),
@@ -224,6 +227,11 @@ fn rejection_response(encoding: Encoding, rejection: Rejection) -> Response {
         Rejection::Malformed(e) => (
             StatusCode::BAD_REQUEST,
             RpcStatus::new(Code::InvalidArgument, e.client_message),
+            false,
+        ),
+        Rejection::Limit(message) => (
+            StatusCode::BAD_REQUEST,
+            RpcStatus::new(Code::InvalidArgument, message),
             false,
         ),
         Rejection::Refused(refused @ Refused::Backpressure(_)) => (

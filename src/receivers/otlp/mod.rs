@@ -16,14 +16,17 @@ mod grpc;
 mod http;
 pub mod inflate;
 mod ingest;
+pub mod jsonscan;
 pub mod protowalk;
 pub mod raw_codec;
 pub mod rpc_status;
+pub mod shape;
 
 pub use config::OtlpReceiverConfig;
 pub use ingest::{Consumers, RETRY_DELAY};
 
 use crate::listener::{HttpListener, ListenerConfig};
+use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::consumer::Signal;
 use crate::telemetry::Telemetry;
 use ingest::Ingest;
@@ -65,6 +68,8 @@ pub struct OtlpReceiver {
     listener: ListenerConfig,
     /// The receiver's id, naming its listeners in the metrics.
     name: String,
+    limits: shape::RequestLimits,
+    budget: Arc<MemoryBudget>,
 }
 
 impl OtlpReceiver {
@@ -93,6 +98,8 @@ impl OtlpReceiver {
             max_request_body_bytes: cfg.max_request_body_bytes(),
             listener: cfg.listener.clone(),
             name: "otlp".to_string(),
+            limits: cfg.request_limits(),
+            budget: default_budget(),
         })
     }
 
@@ -100,6 +107,12 @@ impl OtlpReceiver {
     /// `<name>/grpc`, `<name>/http`.
     pub fn named(mut self, name: &str) -> Self {
         self.name = name.to_string();
+        self
+    }
+
+    /// Shares `budget` (the process's) instead of the receiver's own.
+    pub fn with_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.budget = budget;
         self
     }
 
@@ -129,7 +142,7 @@ impl OtlpReceiver {
         };
         let grpc_listener = self.grpc.map(|tcp| listener(tcp, "grpc"));
         let http_listener = self.http.map(|tcp| listener(tcp, "http"));
-        let ingest = Arc::new(Ingest::new(consumers, telemetry));
+        let ingest = Arc::new(Ingest::new(consumers, telemetry, self.limits, self.budget));
         // A child token: a failing server stops this receiver, not the caller.
         let cancel = cancel.child_token();
         let mut servers = tokio::task::JoinSet::new();
@@ -181,6 +194,13 @@ impl OtlpReceiver {
             first_error.map_or(Ok(()), Err)
         })
     }
+}
+
+/// The budget of a receiver started on its own (tests, tools): the
+/// `[service]` defaults.
+fn default_budget() -> Arc<MemoryBudget> {
+    let (budget, resident) = crate::config::service::ServiceConfig::default().memory_budget();
+    MemoryBudget::new(budget, resident)
 }
 
 async fn listen(protocol: &'static str, addr: SocketAddr) -> Result<TcpListener, ReceiverError> {
