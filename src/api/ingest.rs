@@ -3,7 +3,7 @@
 //! finite) and a refusal names the field; a batch is all or nothing.
 
 use super::error::ApiError;
-use crate::immune::core::MAX_AGENT_ID_LEN;
+use crate::immune::agent_id;
 use crate::immune::vitals::{UnixNanos, Vitals, VitalsSource};
 use serde_json::{Map, Value};
 
@@ -300,20 +300,13 @@ fn parse_record(
     }
     let agent_id = match r.get("agent_id") {
         None => return Err(r.err("agent_id", "is required")),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => agent_id::parse(s)
+            .map_err(|e| r.err("agent_id", e.to_string()))?
+            .to_string(),
         Some(other) => {
             return Err(r.err("agent_id", format!("must be a string, got {}", kind(other))));
         }
     };
-    if agent_id.trim().is_empty() {
-        return Err(r.err("agent_id", "must not be empty"));
-    }
-    if agent_id.len() > MAX_AGENT_ID_LEN {
-        return Err(r.err("agent_id", format!("longer than {MAX_AGENT_ID_LEN} bytes")));
-    }
-    if agent_id.chars().any(char::is_control) {
-        return Err(r.err("agent_id", "must not contain control characters"));
-    }
     let latency_ms = r
         .number("latency_ms", MAX_LATENCY_MS)?
         .ok_or_else(|| r.err("latency_ms", "is required"))?;
@@ -431,7 +424,7 @@ mod tests {
     fn every_bad_field_is_named() {
         // Optional fields are checked after the two required ones.
         let with = |extra: &str| format!(r#"{{"agent_id":"a","latency_ms":1,{extra}}}"#);
-        let long = "x".repeat(MAX_AGENT_ID_LEN + 1);
+        let long = "x".repeat(agent_id::MAX_AGENT_ID_CHARS + 1);
         let cases = [
             (r#"{"latency_ms":1}"#.to_string(), "agent_id"),
             (r#"{"agent_id":7,"latency_ms":1}"#.to_string(), "agent_id"),

@@ -17,6 +17,7 @@
 use super::control_proto::agent_control_server::{AgentControl, AgentControlServer};
 use super::control_proto::{ControlRequest, ControlResponse};
 use super::secret::Secret;
+use subtle::ConstantTimeEq;
 use crate::immune::action::Action;
 use std::collections::HashMap;
 use std::future::Future;
@@ -114,7 +115,9 @@ impl<H: ControlHandler> AgentControlService<H> {
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(expected.expose()) {
+            // Constant time, so the token does not leak through timing.
+            let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.expose().as_bytes())));
+            if !matches {
                 return Err(Status::unauthenticated("missing or wrong bearer token"));
             }
         }
