@@ -62,7 +62,10 @@ impl Api {
             match response.status().as_u16() {
                 202 => Some(()),
                 429 | 503 => None,
-                other => panic!("ingest answered {other}: {}", response.text().await.unwrap()),
+                other => panic!(
+                    "ingest answered {other}: {}",
+                    response.text().await.unwrap()
+                ),
             }
         })
         .await;
@@ -115,10 +118,14 @@ async fn pages_are_bounded_and_cursors_walk_every_agent_once() {
         api.ingest(&Value::from(batch)).await;
     }
     let everyone = AGENTS + STEADY;
-    poll_until("every agent registered, the steady ones HEALTHY", LIMIT, async || {
-        let stats = api.json("/api/v1/stats").await;
-        (stats["agents"] == everyone && stats["by_state"]["HEALTHY"] == STEADY).then_some(())
-    })
+    poll_until(
+        "every agent registered, the steady ones HEALTHY",
+        LIMIT,
+        async || {
+            let stats = api.json("/api/v1/stats").await;
+            (stats["agents"] == everyone && stats["by_state"]["HEALTHY"] == STEADY).then_some(())
+        },
+    )
     .await;
 
     // The default page: bounded, whatever the fleet's size.
@@ -128,9 +135,17 @@ async fn pages_are_bounded_and_cursors_walk_every_agent_once() {
     assert_eq!(page["agents"].as_array().unwrap().len(), 100);
     assert_eq!(page["total"], everyone);
     assert!(page["next_cursor"].is_string());
-    assert!(body.len() < 256 * 1024, "default page is {} bytes", body.len());
+    assert!(
+        body.len() < 256 * 1024,
+        "default page is {} bytes",
+        body.len()
+    );
     let (_, body) = api.get("/api/v1/agents?limit=1000").await;
-    assert!(body.len() < 2 * 1024 * 1024, "largest page is {} bytes", body.len());
+    assert!(
+        body.len() < 2 * 1024 * 1024,
+        "largest page is {} bytes",
+        body.len()
+    );
     for (query, field) in [
         ("limit=1001", "limit"),
         ("limit=0", "limit"),
@@ -140,7 +155,11 @@ async fn pages_are_bounded_and_cursors_walk_every_agent_once() {
     ] {
         let (status, body) = api.get(&format!("/api/v1/agents?{query}")).await;
         let error: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!((status, error["field"].as_str()), (400, Some(field)), "{query}");
+        assert_eq!(
+            (status, error["field"].as_str()),
+            (400, Some(field)),
+            "{query}"
+        );
     }
 
     // The cursor walks everyone exactly once, in id order.
@@ -156,7 +175,11 @@ async fn pages_are_bounded_and_cursors_walk_every_agent_once() {
         assert_eq!(page["total"], everyone);
         let agents = page["agents"].as_array().unwrap();
         assert!(agents.len() <= 1000);
-        walked.extend(agents.iter().map(|a| a["agent_id"].as_str().unwrap().to_string()));
+        walked.extend(
+            agents
+                .iter()
+                .map(|a| a["agent_id"].as_str().unwrap().to_string()),
+        );
         pages += 1;
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_string()),
@@ -203,5 +226,9 @@ async fn pages_are_bounded_and_cursors_walk_every_agent_once() {
             "{agent} missing from the CLI's table"
         );
     }
-    assert_eq!(table.lines().count(), everyone + 1, "a header and one row per agent");
+    assert_eq!(
+        table.lines().count(),
+        everyone + 1,
+        "a header and one row per agent"
+    );
 }

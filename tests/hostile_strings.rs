@@ -52,7 +52,11 @@ fn percent_encode(s: &str) -> String {
 async fn a_forged_service_name_is_normalised_and_escaped() {
     let data = tempfile::tempdir().unwrap();
     let (otlp, port) = (free_port(), free_port());
-    let bin = Binary::start(&config(data.path(), otlp, port, true), &[("AGENT_IMMUNE_API_KEY", KEY)]).await;
+    let bin = Binary::start(
+        &config(data.path(), otlp, port, true),
+        &[("AGENT_IMMUNE_API_KEY", KEY)],
+    )
+    .await;
     let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{otlp}"))
         .await
         .unwrap();
@@ -103,11 +107,20 @@ async fn a_forged_service_name_is_normalised_and_escaped() {
     .await;
     for line in &lines {
         assert!(!line.contains('\x1b'), "raw ESC on the console: {line:?}");
-        assert!(!line.starts_with("2099-"), "forged line on the console: {line:?}");
-        assert!(!line.starts_with("FORGED"), "forged line on the console: {line:?}");
+        assert!(
+            !line.starts_with("2099-"),
+            "forged line on the console: {line:?}"
+        );
+        assert!(
+            !line.starts_with("FORGED"),
+            "forged line on the console: {line:?}"
+        );
     }
     for line in bin.stderr_lines() {
-        assert!(!line.starts_with("2099-") && !line.starts_with("FORGED"), "forged log line: {line:?}");
+        assert!(
+            !line.starts_with("2099-") && !line.starts_with("FORGED"),
+            "forged log line: {line:?}"
+        );
     }
 }
 
@@ -135,7 +148,14 @@ async fn failed_authentications_are_counted_and_logged_at_a_bounded_rate_without
     }
     let elapsed = started.elapsed();
 
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let counted = metrics
         .lines()
         .find_map(|l| l.strip_prefix("agent_immune_api_unauthorized_requests "))
@@ -144,7 +164,10 @@ async fn failed_authentications_are_counted_and_logged_at_a_bounded_rate_without
 
     // One line per 10 s at most (plus the first), each with its count.
     let log = bin.stderr_lines();
-    let refusals: Vec<&String> = log.iter().filter(|l| l.contains("missing or wrong API key")).collect();
+    let refusals: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("missing or wrong API key"))
+        .collect();
     let allowed = 1 + (elapsed.as_secs() / 10) as usize;
     assert!(
         !refusals.is_empty() && refusals.len() <= allowed,
@@ -158,7 +181,10 @@ async fn failed_authentications_are_counted_and_logged_at_a_bounded_rate_without
     let text = bin.stderr();
     for window in KEY.as_bytes().windows(8) {
         let part = std::str::from_utf8(window).unwrap();
-        assert!(!text.contains(part), "{part:?} of the key is in the log:\n{text}");
+        assert!(
+            !text.contains(part),
+            "{part:?} of the key is in the log:\n{text}"
+        );
     }
     assert!(!text.contains("presented-secret"), "{text}");
     assert!(!text.contains("prefix"), "{text}");

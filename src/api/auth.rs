@@ -5,13 +5,13 @@
 
 use super::error::ApiError;
 use super::server::ApiState;
+use crate::log_limit::LogEvery;
 use crate::state::ApiKey;
 use crate::state::api_key::MAX_API_KEY_LEN;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use crate::log_limit::LogEvery;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,11 +1,11 @@
 //! The fleet endpoints under `/api/v1`: agents, stats, approvals, operator
 //! commands, feedback, events and the JSON vitals ingest.
 
+use super::cursor;
 use super::error::ApiError;
 use super::ingest;
 use super::query::Params;
 use super::server::Shared;
-use super::cursor;
 use super::views::{AgentDetail, AgentsReply, EventView, StatsView, Transition};
 use crate::immune::agent_id;
 use crate::immune::diagnosis::{Diagnosis, Feedback};
@@ -75,7 +75,6 @@ pub async fn agents(
         .transpose()?;
     let wanted = params
         .get("state")
-        .filter(|s| !s.is_empty())
         .map(|raw| {
             LifecycleState::ALL
                 .into_iter()

@@ -17,12 +17,12 @@
 use super::control_proto::agent_control_server::{AgentControl, AgentControlServer};
 use super::control_proto::{ControlRequest, ControlResponse};
 use super::secret::Secret;
-use subtle::ConstantTimeEq;
 use crate::immune::action::Action;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -116,7 +116,8 @@ impl<H: ControlHandler> AgentControlService<H> {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             // Constant time, so the token does not leak through timing.
-            let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.expose().as_bytes())));
+            let matches =
+                given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.expose().as_bytes())));
             if !matches {
                 return Err(Status::unauthenticated("missing or wrong bearer token"));
             }

@@ -74,9 +74,13 @@ mod tests {
 
     #[test]
     fn parse_trims_and_refuses_what_is_no_id() {
-        assert_eq!(parse("  billing\t"), Ok("billing"));
+        assert_eq!(parse("  billing\u{3000}"), Ok("billing"));
+        assert_eq!(parse("billing\t"), Err(AgentIdError::ControlCharacter));
         assert_eq!(parse(" \t "), Err(AgentIdError::Empty));
-        assert_eq!(parse(&"é".repeat(MAX_AGENT_ID_CHARS)), Ok(&*"é".repeat(MAX_AGENT_ID_CHARS)));
+        assert_eq!(
+            parse(&"é".repeat(MAX_AGENT_ID_CHARS)),
+            Ok(&*"é".repeat(MAX_AGENT_ID_CHARS))
+        );
         assert_eq!(
             parse(&"x".repeat(MAX_AGENT_ID_CHARS + 1)),
             Err(AgentIdError::TooLong)

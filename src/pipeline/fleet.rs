@@ -122,7 +122,11 @@ impl ShardPage {
                 continue;
             }
             matching += 1;
-            if query.after.as_deref().is_some_and(|after| id.as_bytes() <= after) {
+            if query
+                .after
+                .as_deref()
+                .is_some_and(|after| id.as_bytes() <= after)
+            {
                 continue;
             }
             remaining += 1;
@@ -401,7 +405,10 @@ mod tests {
         };
         let pick = |q: &AgentQuery| ShardPage::select(ids.iter().copied(), state_of, q);
         assert_eq!(pick(&query(None, None, 2)), (vec!["a", "b"], 6, 6));
-        assert_eq!(pick(&query(Some("b"), None, 3)), (vec!["c", "d", "e"], 6, 4));
+        assert_eq!(
+            pick(&query(Some("b"), None, 3)),
+            (vec!["c", "d", "e"], 6, 4)
+        );
         assert_eq!(
             pick(&query(None, Some(LifecycleState::Healthy), 3)),
             (vec!["a", "b", "d"], 5, 5)

@@ -149,7 +149,9 @@ mod tests {
         e.body = "cut\r\nline".into();
         let line = text_line(&e);
         assert!(!line.chars().any(char::is_control), "{line:?}");
-        assert!(line.contains("agent=evil\\n2099-01-01T00:00:00.000Z WARN  forged\\u{1b}[31m cut\\r\\nline"));
+        assert!(line.contains(
+            "agent=evil\\n2099-01-01T00:00:00.000Z WARN  forged\\u{1b}[31m cut\\r\\nline"
+        ));
     }
 
     #[test]
