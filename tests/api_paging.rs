@@ -85,16 +85,11 @@ fn id(i: usize) -> String {
 async fn pages_are_bounded_and_cursors_walk_every_agent_once() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = data.path().join("pipeline.toml");
-    let text = TestPipeline::default()
+    let config = TestPipeline::default()
         .immune("min_samples = 5")
-        .table(format!(
-            "[state]\ndata_dir = \"{}/state\"",
-            data.path().display()
-        ))
+        .state_in(data.path())
         .api(format!("127.0.0.1:{port}"))
-        .text();
-    std::fs::write(&config, text).unwrap();
+        .write_to(data.path());
     let _bin = Binary::start(&config, &[("AGENT_IMMUNE_API_KEY", KEY)]).await;
     let api = Api {
         base: format!("http://127.0.0.1:{port}"),

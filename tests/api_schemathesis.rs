@@ -22,15 +22,10 @@ const RUN_LIMIT: Duration = Duration::from_secs(600);
 async fn the_served_openapi_document_matches_the_server() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = data.path().join("pipeline.toml");
-    let text = TestPipeline::default()
-        .table(format!(
-            "[state]\ndata_dir = \"{}/state\"",
-            data.path().display()
-        ))
+    let config = TestPipeline::default()
+        .state_in(data.path())
         .api(format!("127.0.0.1:{port}"))
-        .text();
-    std::fs::write(&config, text).unwrap();
+        .write_to(data.path());
     let _bin = Binary::start(&config, &[("AGENT_IMMUNE_API_KEY", KEY)]).await;
 
     let base = format!("http://127.0.0.1:{port}");

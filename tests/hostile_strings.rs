@@ -23,17 +23,17 @@ const FORGED: &str =
 /// The pipeline config (OTLP gRPC on `otlp`, console events when
 /// `console`, the API on `api`) written into `dir`.
 fn config(dir: &Path, otlp: u16, api: u16, console: bool) -> std::path::PathBuf {
-    let mut pipeline = TestPipeline::default()
+    let pipeline = TestPipeline::default()
         .otlp(format!("127.0.0.1:{otlp}"), "")
         .immune("min_samples = 5")
-        .table(format!("[state]\ndata_dir = \"{}/state\"", dir.display()))
+        .state_in(dir)
         .api(format!("127.0.0.1:{api}"));
-    if console {
-        pipeline = pipeline.console();
-    }
-    let path = dir.join("pipeline.toml");
-    std::fs::write(&path, pipeline.text()).unwrap();
-    path
+    let pipeline = if console {
+        pipeline.console()
+    } else {
+        pipeline
+    };
+    pipeline.write_to(dir)
 }
 
 fn percent_encode(s: &str) -> String {

@@ -14,7 +14,6 @@ use common::{attr_str, free_port, poll_until};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 const KEY: &str = "restart-test-key-0123456789abcdef";
