@@ -9,10 +9,12 @@
 pub mod api;
 pub mod bench;
 pub mod config;
+pub mod escape;
 pub mod executors;
 pub mod exporters;
 pub mod immune;
 pub mod listener;
+pub mod log_limit;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;

@@ -62,10 +62,11 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.service.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr: stdout carries the console events.
+    // Logs go to stderr: stdout carries the console events. Control
+    // characters in logged client text are escaped, so no line is forged.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| agent_immune::escape::EscapedStderr);
     match config.service.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

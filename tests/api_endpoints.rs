@@ -34,7 +34,10 @@ async fn health_metrics_page_and_reads() {
     h.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
     // Nothing reported yet.
-    assert_eq!(h.get("/api/v1/agents").await.json(), json!([]));
+    assert_eq!(
+        h.get("/api/v1/agents").await.json(),
+        json!({"agents": [], "total": 0, "next_cursor": null})
+    );
     assert_eq!(h.get("/api/v1/approvals").await.json(), json!([]));
     assert_eq!(h.get("/api/v1/events").await.json(), json!([]));
     let stats = h.get("/api/v1/stats").await.json();
@@ -48,7 +51,12 @@ async fn health_metrics_page_and_reads() {
     let r = h.ingest(serde_json::Value::Array(batch)).await;
     assert_eq!((r.status, r.json()), (202, json!({"accepted": 20})));
     h.wait_state("checkout-agent", "HEALTHY").await;
-    let agents = h.get("/api/v1/agents").await.json();
+    let page = h.get("/api/v1/agents").await.json();
+    assert_eq!(
+        (page["total"].as_u64(), page["next_cursor"].is_null()),
+        (Some(1), true)
+    );
+    let agents = &page["agents"];
     assert_eq!(agents.as_array().unwrap().len(), 1);
     let a = &agents[0];
     assert_eq!(a["agent_id"], "checkout-agent");
@@ -323,7 +331,10 @@ async fn bad_input_is_refused_naming_the_field() {
     let r = h.ingest(serde_json::Value::Array(batch)).await;
     assert_eq!(r.status, 413, "{}", r.text);
     // Nothing of a refused batch got in.
-    assert_eq!(h.get("/api/v1/agents").await.json(), json!([]));
+    assert_eq!(
+        h.get("/api/v1/agents").await.json(),
+        json!({"agents": [], "total": 0, "next_cursor": null})
+    );
 
     // Query parameters.
     for (path, field) in [
@@ -333,6 +344,9 @@ async fn bad_input_is_refused_naming_the_field() {
         ("/api/v1/events?agnt=x", "agnt"),
         ("/api/v1/approvals?status=open", "status"),
         ("/api/v1/agents?page=2", "page"),
+        ("/api/v1/agents?limit=", "limit"),
+        ("/api/v1/agents?state=", "state"),
+        ("/api/v1/events?since=9223372036854775808", "since"),
     ] {
         let r = h.get(path).await;
         assert_eq!(r.status, 400, "{path}: {}", r.text);

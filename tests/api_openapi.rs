@@ -155,7 +155,10 @@ async fn the_service_serves_the_api() {
         .await
         .unwrap();
     assert_eq!(agents.status().as_u16(), 200);
-    assert_eq!(agents.text().await.unwrap(), "[]");
+    assert_eq!(
+        agents.text().await.unwrap(),
+        r#"{"agents":[],"total":0,"next_cursor":null}"#
+    );
     let ingest = http
         .post(format!("{base}/api/v1/ingest"))
         .body(r#"{"agent_id":"a","latency_ms":1}"#)

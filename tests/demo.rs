@@ -182,7 +182,7 @@ async fn the_demo_plays_out_end_to_end_on_a_fresh_machine() {
     let learned = demo
         .wait_for("learned baselines", Duration::from_secs(60), async |d| {
             let agents = d.get(&agents_url).await?;
-            let list = agents.as_array()?.clone();
+            let list = agents["agents"].as_array()?.clone();
             (list.len() == 8 && list.iter().all(|a| a["state"] != "INITIALIZING")).then_some(list)
         })
         .await;

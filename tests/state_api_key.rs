@@ -49,8 +49,7 @@ fn first_start_generates_a_key_shown_once_and_stored_only_as_a_hash() {
         assert!(announcement.contains("AGENT_IMMUNE_API_KEY"));
         assert!(key.verify(&key_text));
         assert!(!key.verify(&key_text[..key_text.len() - 1]));
-        assert_eq!(key.prefix(), format!("{}…", &key_text[..12]));
-        assert!(!format!("{key:?}").contains(&key_text[12..]));
+        assert!(!format!("{key:?}").contains(&key_text[4..8]));
         key_text
     };
     let needle = key_text.as_bytes();
@@ -59,11 +58,11 @@ fn first_start_generates_a_key_shown_once_and_stored_only_as_a_hash() {
         !haystack.windows(needle.len()).any(|w| w == needle),
         "the key itself is on disk"
     );
-    let secret_part = &needle[12..];
+    // Not even its first characters: no 8 of its hex digits in a row.
+    let parts: std::collections::HashSet<&[u8]> = needle[4..].windows(8).collect();
     assert!(
-        !haystack
-            .windows(secret_part.len())
-            .any(|w| w == secret_part)
+        !haystack.windows(8).any(|w| parts.contains(w)),
+        "part of the key is on disk"
     );
 
     // Restart: the stored key is used, nothing is generated or printed.
@@ -87,7 +86,6 @@ fn the_environment_wins_and_nothing_is_generated() {
     assert!(announced.is_empty(), "nothing printed");
     assert!(key.verify(env_key));
     assert!(!key.verify("operator-chosen-key-012345678"));
-    assert_eq!(key.prefix(), "operato…", "a quarter of a short key at most");
 
     // Nothing was stored: without the env var, a key is generated now.
     let key = resolve_api_key(&store, None, &mut announced).unwrap();

@@ -1,10 +1,11 @@
 //! The API key check: `X-API-Key: <key>` or `Authorization: Bearer <key>`,
 //! verified in constant time by the state's [`ApiKey`]. Without a key in
-//! force, guarded endpoints refuse (fail closed). Only the key's display
-//! prefix is ever logged, never what a client sent.
+//! force, guarded endpoints refuse (fail closed). No part of any key is
+//! ever logged; refusals are logged at a bounded rate and counted.
 
 use super::error::ApiError;
 use super::server::ApiState;
+use crate::log_limit::LogEvery;
 use crate::state::ApiKey;
 use crate::state::api_key::MAX_API_KEY_LEN;
 use axum::extract::{Request, State};
@@ -12,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,13 +70,27 @@ pub fn check(
         ));
     };
     if candidate.len() > MAX_API_KEY_LEN || !key.verify(candidate) {
-        tracing::warn!(
-            expected_prefix = key.prefix(),
-            "management API request with a wrong API key refused"
-        );
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key"));
     }
     Ok(())
+}
+
+/// Failed authentications are logged at most this often (each line says
+/// how many it stands for); every one is counted on `/metrics`.
+const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+static REFUSED_LOG: LogEvery = LogEvery::new(REFUSED_LOG_INTERVAL);
+
+/// Logs a refusal for a missing or wrong key when a line is due. Nothing of
+/// any key, expected or presented, is logged.
+fn refused_logged() {
+    if let Some(refused) = REFUSED_LOG.occurred(Instant::now()) {
+        tracing::warn!(
+            refused,
+            "management API refused requests with a missing or wrong API key \
+             (logged at most every {}s; all counted in agent_immune_api_unauthorized_requests)",
+            REFUSED_LOG_INTERVAL.as_secs()
+        );
+    }
 }
 
 /// Middleware guarding a route that needs `Read` access.
@@ -106,6 +122,7 @@ async fn guard(access: Access, state: &ApiState, request: Request, next: Next) -
         Err(e) => {
             if e.status == StatusCode::UNAUTHORIZED {
                 state.counters.unauthorized.inc();
+                refused_logged();
             }
             e.into_response()
         }

@@ -153,7 +153,10 @@ fn ago(since: UnixNanos, now: UnixNanos) -> String {
 
 /// Left-aligned columns, two spaces apart; cells cut at 60 characters.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    // Cells hold client text (agent ids, models, reasons): escaped, so a
+    // row stays one line on the terminal.
     let cut = |s: &str| -> String {
+        let s = &*crate::escape::controls(s);
         if s.chars().count() > 60 {
             let mut t: String = s.chars().take(59).collect();
             t.push('…');

@@ -9,8 +9,10 @@ use std::time::Duration;
 /// The environment variable the CLI reads the key from.
 pub const API_KEY_ENV: &str = crate::state::API_KEY_ENV;
 pub const DEFAULT_API: &str = "http://127.0.0.1:8090";
-/// Longest answer read (the agent list of a large fleet fits).
+/// Longest answer read (a page of the largest size fits many times).
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Agents asked for per page when listing the fleet: the API's maximum.
+const AGENTS_PAGE: usize = super::handlers::MAX_AGENTS_PAGE;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,13 @@ pub struct AgentRow {
     pub deviation: Option<f64>,
     pub last_vitals: Option<LastVitals>,
     pub baseline: Option<BaselineRow>,
+}
+
+/// One page of `GET /api/v1/agents`.
+#[derive(Debug, Deserialize)]
+struct AgentPageRow {
+    agents: Vec<AgentRow>,
+    next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,9 +149,30 @@ impl ApiClient {
         })
     }
 
+    /// Every monitored agent, sorted by id: the listing page by page,
+    /// following its cursor.
     pub async fn agents(&self) -> Result<Vec<AgentRow>, ClientError> {
-        self.call(reqwest::Method::GET, "/api/v1/agents", None)
-            .await
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/agents?limit={AGENTS_PAGE}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={}", encode(c)));
+            }
+            let page: AgentPageRow = self.call(reqwest::Method::GET, &path, None).await?;
+            all.extend(page.agents);
+            match page.next_cursor {
+                // A cursor must move on, or the listing would never end.
+                Some(next) if cursor.as_ref() == Some(&next) => {
+                    return Err(ClientError::BadAnswer {
+                        url: format!("{}{path}", self.base),
+                        reason: "the same cursor twice".into(),
+                    });
+                }
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn approvals(&self, status: Option<&str>) -> Result<Vec<ApprovalRow>, ClientError> {

@@ -1,14 +1,16 @@
 //! The fleet endpoints under `/api/v1`: agents, stats, approvals, operator
 //! commands, feedback, events and the JSON vitals ingest.
 
+use super::cursor;
 use super::error::ApiError;
 use super::ingest;
 use super::query::Params;
 use super::server::Shared;
-use super::views::{AgentDetail, EventView, StatsView, Transition};
-use crate::immune::core::MAX_AGENT_ID_LEN;
+use super::views::{AgentDetail, AgentsReply, EventView, StatsView, Transition};
+use crate::immune::agent_id;
 use crate::immune::diagnosis::{Diagnosis, Feedback};
-use crate::pipeline::fleet::{AgentView, Fleet};
+use crate::immune::lifecycle::LifecycleState;
+use crate::pipeline::fleet::{AgentQuery, AgentView, Fleet};
 use crate::pipeline::shard::now;
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -21,6 +23,10 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+/// Agents on a page of `GET /agents` when `limit` is not given, and the
+/// most on one page.
+pub const DEFAULT_AGENTS_PAGE: usize = 100;
+pub const MAX_AGENTS_PAGE: usize = 1000;
 /// Events returned when `limit` is not given, and the most ever returned.
 const DEFAULT_EVENTS: usize = 100;
 const MAX_EVENTS: usize = 1000;
@@ -34,13 +40,9 @@ type Result<T> = std::result::Result<T, ApiError>;
 /// The agent id from the path, checked like an ingested one.
 fn agent_id(path: std::result::Result<Path<String>, PathRejection>) -> Result<String> {
     let Path(id) = path.map_err(|e| ApiError::field("id", e.body_text()))?;
-    if id.is_empty() || id.len() > MAX_AGENT_ID_LEN {
-        return Err(ApiError::field(
-            "id",
-            format!("must be 1 to {MAX_AGENT_ID_LEN} bytes"),
-        ));
-    }
-    Ok(id)
+    Ok(agent_id::parse(&id)
+        .map_err(|e| ApiError::field("id", e.to_string()))?
+        .to_string())
 }
 
 /// The body as bytes, or the limit/read error as JSON.
@@ -59,9 +61,43 @@ pub(super) fn body(body: std::result::Result<Bytes, BytesRejection>) -> Result<B
 pub async fn agents(
     State(state): State<Shared>,
     query: std::result::Result<Query<BTreeMap<String, String>>, QueryRejection>,
-) -> Result<Json<Vec<AgentView>>> {
-    Params::new(query, &[])?;
-    Ok(Json(state.fleet()?.agents().await?))
+) -> Result<Json<AgentsReply>> {
+    let params = Params::new(query, &["limit", "cursor", "state"])?;
+    let limit = match params.number("limit", MAX_AGENTS_PAGE as u64)? {
+        None => DEFAULT_AGENTS_PAGE,
+        Some(0) => return Err(ApiError::field("limit", "must be at least 1")),
+        Some(n) => n as usize,
+    };
+    let after = params
+        .get("cursor")
+        .filter(|c| !c.is_empty())
+        .map(cursor::decode)
+        .transpose()?;
+    let wanted = params
+        .get("state")
+        .map(|raw| {
+            LifecycleState::ALL
+                .into_iter()
+                .find(|s| s.as_str() == raw)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = LifecycleState::ALL.iter().map(|s| s.as_str()).collect();
+                    ApiError::field("state", format!("must be one of {}", names.join(", ")))
+                })
+        })
+        .transpose()?;
+    let page = state
+        .fleet()?
+        .agents(AgentQuery {
+            after,
+            state: wanted,
+            limit,
+        })
+        .await?;
+    Ok(Json(AgentsReply {
+        next_cursor: page.last_id_if_more.as_deref().map(cursor::encode),
+        total: page.total,
+        agents: page.agents,
+    }))
 }
 
 pub async fn agent(
@@ -178,13 +214,9 @@ pub async fn feedback(
         ));
     }
     let agent = match map.get("agent") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_AGENT_ID_LEN => s.clone(),
-        Some(Value::String(_)) => {
-            return Err(ApiError::field(
-                "agent",
-                format!("must be 1 to {MAX_AGENT_ID_LEN} bytes"),
-            ));
-        }
+        Some(Value::String(s)) => agent_id::parse(s)
+            .map_err(|e| ApiError::field("agent", e.to_string()))?
+            .to_string(),
         Some(_) => return Err(ApiError::field("agent", "must be a string")),
         None => return Err(ApiError::field("agent", "is required")),
     };
@@ -213,7 +245,7 @@ pub async fn feedback(
     };
     let diagnosis = state.fleet()?.feedback(&agent, cause).await?;
     // Notes are for people: the log keeps them (the core keeps the cause).
-    tracing::info!(agent = %agent, actual_cause = cause.as_str(), diagnosis = diagnosis.as_str(), notes = %notes, "operator feedback");
+    tracing::info!(agent = %agent, actual_cause = cause.as_str(), diagnosis = diagnosis.as_str(), notes = ?notes, "operator feedback");
     Ok(Json(FeedbackReply {
         agent,
         actual_cause: cause,
@@ -236,7 +268,8 @@ pub async fn events(
     query: std::result::Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Vec<EventView>>> {
     let params = Params::new(query, &["agent", "since", "limit"])?;
-    let since = params.number("since", u64::MAX)?.unwrap_or(0);
+    // The document says int64: a larger number is refused, not clamped.
+    let since = params.number("since", i64::MAX as u64)?.unwrap_or(0);
     let limit = params
         .number("limit", MAX_EVENTS as u64)?
         .map_or(DEFAULT_EVENTS, |n| n as usize);

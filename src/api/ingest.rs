@@ -3,7 +3,7 @@
 //! finite) and a refusal names the field; a batch is all or nothing.
 
 use super::error::ApiError;
-use crate::immune::core::MAX_AGENT_ID_LEN;
+use crate::immune::agent_id;
 use crate::immune::vitals::{UnixNanos, Vitals, VitalsSource};
 use serde_json::{Map, Value};
 
@@ -36,7 +36,10 @@ const MAX_COST: f64 = 1_000_000.0;
 const MAX_TEXT_CHARS: usize = 256;
 /// 2000-01-01T00:00:00Z.
 const MIN_TIMESTAMP_S: f64 = 946_684_800.0;
-/// Clock skew tolerated for timestamps ahead of the server's clock.
+/// 3000-01-01T00:00:00Z: a larger number is milliseconds, not seconds.
+const MAX_TIMESTAMP_S: f64 = 32_503_680_000.0;
+/// Clock skew tolerated for timestamps ahead of the server's clock; a
+/// later end is taken as now.
 const MAX_FUTURE_S: f64 = 3600.0;
 
 /// Reads the body: one record or an array of at most `max_batch`. `now`
@@ -207,6 +210,10 @@ impl Record<'_> {
 
     fn hex_id<const N: usize>(&self, field: &str) -> Result<Option<[u8; N]>, ApiError> {
         let Some(s) = self.text(field, 2 * N)? else {
+            // Given empty, it is no id (the document's pattern says so).
+            if self.get(field).is_some() {
+                return Err(self.err(field, format!("must be {} hex digits", 2 * N)));
+            }
             return Ok(None);
         };
         let mut out = [0u8; N];
@@ -218,26 +225,38 @@ impl Record<'_> {
         Ok(Some(out))
     }
 
+    /// The turn's end: Unix seconds from 2000 up to the year 3000, or an
+    /// RFC 3339 date-time of those years (any offset). A time more than
+    /// [`MAX_FUTURE_S`] ahead of the server's clock is taken as now: a turn
+    /// cannot end in the future, and the bound moves with the clock, so the
+    /// OpenAPI document (which states the fixed range) and the server agree.
     fn timestamp(&self, now: UnixNanos) -> Result<Option<UnixNanos>, ApiError> {
         let Some(value) = self.get("timestamp") else {
             return Ok(None);
         };
         let seconds = match value {
-            Value::Number(n) => n
-                .as_f64()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| self.err("timestamp", "must be a finite number of Unix seconds"))?,
-            Value::String(s) => {
-                let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
-                    self.err(
+            Value::Number(n) => {
+                let seconds = n
+                    .as_f64()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| self.err("timestamp", "must be a finite number of Unix seconds"))?;
+                if seconds < MIN_TIMESTAMP_S {
+                    return Err(self.err("timestamp", "before the year 2000"));
+                }
+                if seconds >= MAX_TIMESTAMP_S {
+                    return Err(self.err(
                         "timestamp",
-                        format!("not RFC 3339 (e.g. 2025-01-31T12:00:00Z): {e}"),
-                    )
-                })?;
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .map_err(|_| self.err("timestamp", "before 1970"))?
-                    .as_secs_f64()
+                        "after the year 2999 (Unix seconds are expected, not milliseconds)",
+                    ));
+                }
+                seconds
             }
+            Value::String(s) => rfc3339_seconds(s).map_err(|e| {
+                self.err(
+                    "timestamp",
+                    format!("not an RFC 3339 date-time of the years 2000 to 2999 (e.g. 2025-01-31T12:00:00Z): {e}"),
+                )
+            })?,
             _ => {
                 return Err(self.err(
                     "timestamp",
@@ -248,21 +267,53 @@ impl Record<'_> {
                 ));
             }
         };
-        let now_s = now as f64 / 1e9;
-        if seconds < MIN_TIMESTAMP_S {
-            return Err(self.err(
-                "timestamp",
-                "before the year 2000 (Unix seconds are expected, not milliseconds)",
-            ));
+        if seconds > now as f64 / 1e9 + MAX_FUTURE_S {
+            return Ok(Some(now));
         }
-        if seconds > now_s + MAX_FUTURE_S {
-            return Err(self.err(
-                "timestamp",
-                "more than an hour in the future (Unix seconds are expected, not milliseconds)",
-            ));
-        }
-        Ok(Some((seconds * 1e9) as UnixNanos))
+        Ok(Some((seconds.max(0.0) * 1e9) as UnixNanos))
     }
+}
+
+/// Unix seconds of an RFC 3339 date-time (`T` or `t`, `Z`, `z` or an
+/// offset `+hh:mm`) whose year, as written, is 2000 to 2999.
+fn rfc3339_seconds(text: &str) -> Result<f64, String> {
+    if !text.is_ascii() || text.len() < 20 {
+        return Err("too short".into());
+    }
+    let (local, offset_s) = match text.as_bytes()[text.len() - 1] {
+        b'Z' | b'z' => (&text[..text.len() - 1], 0.0),
+        _ => {
+            let (local, offset) = text.split_at(text.len() - 6);
+            let sign = match offset.as_bytes()[0] {
+                b'+' => 1.0,
+                b'-' => -1.0,
+                _ => return Err("no Z or +hh:mm offset".into()),
+            };
+            let hours: u8 = offset[1..3].parse().map_err(|_| "bad offset")?;
+            let minutes: u8 = offset[4..].parse().map_err(|_| "bad offset")?;
+            if &offset[3..4] != ":" || hours > 23 || minutes > 59 {
+                return Err("bad offset".into());
+            }
+            (
+                local,
+                sign * (f64::from(hours) * 3600.0 + f64::from(minutes) * 60.0),
+            )
+        }
+    };
+    let year: u16 = local[..4].parse().map_err(|_| "bad year")?;
+    if !(2000..3000).contains(&year) {
+        return Err(format!("year {year}"));
+    }
+    if !matches!(local.as_bytes()[10], b'T' | b't') {
+        return Err("no T between date and time".into());
+    }
+    let utc = format!("{}T{}Z", &local[..10], &local[11..]);
+    let t = humantime::parse_rfc3339(&utc).map_err(|e| e.to_string())?;
+    let seconds = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "before 1970")?
+        .as_secs_f64();
+    Ok(seconds - offset_s)
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -300,20 +351,13 @@ fn parse_record(
     }
     let agent_id = match r.get("agent_id") {
         None => return Err(r.err("agent_id", "is required")),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => agent_id::parse(s)
+            .map_err(|e| r.err("agent_id", e.to_string()))?
+            .to_string(),
         Some(other) => {
             return Err(r.err("agent_id", format!("must be a string, got {}", kind(other))));
         }
     };
-    if agent_id.trim().is_empty() {
-        return Err(r.err("agent_id", "must not be empty"));
-    }
-    if agent_id.len() > MAX_AGENT_ID_LEN {
-        return Err(r.err("agent_id", format!("longer than {MAX_AGENT_ID_LEN} bytes")));
-    }
-    if agent_id.chars().any(char::is_control) {
-        return Err(r.err("agent_id", "must not contain control characters"));
-    }
     let latency_ms = r
         .number("latency_ms", MAX_LATENCY_MS)?
         .ok_or_else(|| r.err("latency_ms", "is required"))?;
@@ -382,6 +426,44 @@ mod tests {
         })
     }
 
+    #[test]
+    fn timestamps_take_offsets_and_a_future_end_is_now() {
+        let end = |t: &str| {
+            parse(&format!(
+                r#"{{"agent_id":"a","latency_ms":1,"timestamp":{t}}}"#
+            ))
+            .map(|v| v[0].end_time)
+        };
+        let new_year_2027 = 1_798_761_600_000_000_000;
+        assert_eq!(
+            end(r#""2027-01-01T01:30:00+01:30""#).unwrap(),
+            new_year_2027
+        );
+        assert_eq!(
+            end(r#""2026-12-31t22:00:00-02:00""#).unwrap(),
+            new_year_2027
+        );
+        assert_eq!(
+            end(r#""2027-01-01T00:00:00.5z""#).unwrap(),
+            new_year_2027 + 500_000_000
+        );
+        // Beyond the skew allowance: taken as now, whichever form.
+        assert_eq!(end(r#""2999-12-31T23:59:59Z""#).unwrap(), NOW);
+        assert_eq!(end("32503679999").unwrap(), NOW);
+        for refused in [
+            r#""1999-12-31T23:59:59Z""#,
+            r#""0899-01-19T09:58:01Z""#,
+            r#""3000-01-01T00:00:00Z""#,
+            r#""2027-01-01 00:00:00Z""#,
+            r#""2027-01-01T00:00:00+1:00""#,
+            r#""2027-02-30T00:00:00Z""#,
+            "946684799",
+            "32503680000",
+        ] {
+            assert!(end(refused).is_err(), "{refused}");
+        }
+    }
+
     fn field_of(body: &str) -> String {
         let e = parse(body).unwrap_err();
         assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{e:?}");
@@ -431,7 +513,7 @@ mod tests {
     fn every_bad_field_is_named() {
         // Optional fields are checked after the two required ones.
         let with = |extra: &str| format!(r#"{{"agent_id":"a","latency_ms":1,{extra}}}"#);
-        let long = "x".repeat(MAX_AGENT_ID_LEN + 1);
+        let long = "x".repeat(agent_id::MAX_AGENT_ID_CHARS + 1);
         let cases = [
             (r#"{"latency_ms":1}"#.to_string(), "agent_id"),
             (r#"{"agent_id":7,"latency_ms":1}"#.to_string(), "agent_id"),

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+mod cursor;
 pub mod error;
 mod handlers;
 pub mod ingest;

@@ -46,9 +46,10 @@ impl Params {
         self.0.get(key).map(String::as_str)
     }
 
-    /// A non-negative integer parameter, at most `max`.
+    /// A non-negative integer parameter, at most `max` (given empty, it is
+    /// no integer and refused, as the OpenAPI document says).
     pub fn number(&self, key: &str, max: u64) -> Result<Option<u64>, ApiError> {
-        let Some(raw) = self.get(key).filter(|v| !v.is_empty()) else {
+        let Some(raw) = self.get(key) else {
             return Ok(None);
         };
         let n: u64 = raw.parse().map_err(|_| {

@@ -96,6 +96,16 @@ pub struct AgentDetail {
     pub events: Vec<EventView>,
 }
 
+/// `GET /agents`: one page, sorted by agent id.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentsReply {
+    pub agents: Vec<AgentView>,
+    /// Agents matching the filter, across all pages.
+    pub total: usize,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// `GET /stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsView {

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -114,7 +115,10 @@ impl<H: ControlHandler> AgentControlService<H> {
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(expected.expose()) {
+            // Constant time, so the token does not leak through timing.
+            let matches =
+                given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.expose().as_bytes())));
+            if !matches {
                 return Err(Status::unauthenticated("missing or wrong bearer token"));
             }
         }

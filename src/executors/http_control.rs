@@ -135,7 +135,7 @@ impl HttpControlTarget {
         tracing::debug!(
             target_id = %id,
             base_url = %config.base_url,
-            bearer_token = %config.bearer_token.as_ref().map(Secret::redacted).unwrap_or_else(|| "none".into()),
+            bearer_token = config.bearer_token.as_ref().map_or("none", Secret::redacted),
             "http_control target ready"
         );
         Ok(Self {

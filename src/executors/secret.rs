@@ -1,5 +1,5 @@
-//! A credential from the config (a bearer token): usable, but never printed
-//! in full by Debug or in logs.
+//! A credential from the config (a bearer token): usable, but no part of
+//! it is ever printed by Debug or in logs.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,15 +20,9 @@ impl Secret {
         &self.0
     }
 
-    /// What logs may show: the first 4 characters of a long token, nothing
-    /// of a short one (4 characters of an 8-character token is half of it).
-    pub fn redacted(&self) -> String {
-        if self.0.chars().count() >= 16 {
-            let prefix: String = self.0.chars().take(4).collect();
-            format!("{prefix}…")
-        } else {
-            "…".to_string()
-        }
+    /// What logs may show: that there is a token, nothing of it.
+    pub fn redacted(&self) -> &'static str {
+        "set (redacted)"
     }
 
     /// Why the value cannot go into an `authorization` header, if it cannot.
@@ -60,11 +54,10 @@ mod tests {
     #[test]
     fn never_shown_in_full() {
         let long = Secret::new("abcdefghijklmnopqrstuvwxyz");
-        assert_eq!(long.redacted(), "abcd…");
-        assert_eq!(format!("{long:?}"), "Secret(abcd…)");
+        assert!(!long.redacted().contains("abc"));
+        assert_eq!(format!("{long:?}"), "Secret(set (redacted))");
         let short = Secret::new("hunter22");
-        assert_eq!(short.redacted(), "…");
-        assert!(!format!("{short:?}").contains("hunter"));
+        assert!(!format!("{short:?}").contains("hu"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod action;
 pub mod agent;
+pub mod agent_id;
 pub mod anomaly;
 pub mod baseline;
 pub mod clock;

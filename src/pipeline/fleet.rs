@@ -75,6 +75,71 @@ pub struct AgentView {
     pub episode: Option<Episode>,
 }
 
+/// Which agents a page of the fleet listing holds: those matching `state`
+/// (all when `None`), with ids after `after` (compared as UTF-8 bytes, the
+/// order of `str`), the first `limit` by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentQuery {
+    pub after: Option<Vec<u8>>,
+    pub state: Option<LifecycleState>,
+    pub limit: usize,
+}
+
+/// One shard's part of a page.
+#[derive(Debug, Default)]
+pub struct ShardPage {
+    /// Up to `limit` agents, sorted by id.
+    pub agents: Vec<AgentView>,
+    /// Agents matching the state filter, any id.
+    pub matching: usize,
+    /// Of those, the ones after the cursor (this page and the rest).
+    pub remaining: usize,
+}
+
+/// One page of the fleet listing.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AgentPage {
+    pub agents: Vec<AgentView>,
+    /// Agents matching the filter, on every page.
+    pub total: usize,
+    /// The id of the page's last agent, when more agents follow it.
+    #[serde(skip)]
+    pub last_id_if_more: Option<String>,
+}
+
+impl ShardPage {
+    /// The `limit` smallest ids after `query.after` among `ids` in the
+    /// wanted state (`state_of`), without materialising the others: a
+    /// bounded max-heap over one pass.
+    pub fn select<'a>(
+        ids: impl Iterator<Item = &'a str>,
+        state_of: impl Fn(&str) -> Option<LifecycleState>,
+        query: &AgentQuery,
+    ) -> (Vec<&'a str>, usize, usize) {
+        let mut heap = std::collections::BinaryHeap::with_capacity(query.limit.saturating_add(1));
+        let (mut matching, mut remaining) = (0, 0);
+        for id in ids {
+            if query.state.is_some() && state_of(id) != query.state {
+                continue;
+            }
+            matching += 1;
+            if query
+                .after
+                .as_deref()
+                .is_some_and(|after| id.as_bytes() <= after)
+            {
+                continue;
+            }
+            remaining += 1;
+            heap.push(id);
+            if heap.len() > query.limit {
+                heap.pop();
+            }
+        }
+        (heap.into_sorted_vec(), matching, remaining)
+    }
+}
+
 /// What one shard counts.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct FleetStats {
@@ -89,7 +154,7 @@ pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
 
 /// A request to the shard that owns an agent (or to every shard).
 pub enum ShardCommand {
-    Agents(oneshot::Sender<Vec<AgentView>>),
+    Agents(AgentQuery, oneshot::Sender<ShardPage>),
     Agent(String, oneshot::Sender<Option<AgentView>>),
     Approvals(oneshot::Sender<(Vec<ApprovalRequest>, Vec<ApprovalRequest>)>),
     Stats(oneshot::Sender<FleetStats>),
@@ -210,14 +275,28 @@ impl Fleet {
         Ok(Self::ask(self.owner(agent_id), make).await??)
     }
 
-    /// Every monitored agent, sorted by id.
-    pub async fn agents(&self) -> Result<Vec<AgentView>, FleetError> {
-        let mut all = Vec::new();
+    /// One page of the monitored agents, sorted by id: each shard sends
+    /// at most `limit` of its own, so a page costs the same in a fleet of
+    /// any size.
+    pub async fn agents(&self, query: AgentQuery) -> Result<AgentPage, FleetError> {
+        let mut agents = Vec::new();
+        let (mut total, mut remaining) = (0, 0);
         for shard in &self.shards {
-            all.extend(Self::ask(Some(shard), ShardCommand::Agents).await?);
+            let part = Self::ask(Some(shard), |tx| ShardCommand::Agents(query.clone(), tx)).await?;
+            agents.extend(part.agents);
+            total += part.matching;
+            remaining += part.remaining;
         }
-        all.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        Ok(all)
+        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        agents.truncate(query.limit);
+        let last_id_if_more = (remaining > agents.len())
+            .then(|| agents.last().map(|a| a.agent_id.clone()))
+            .flatten();
+        Ok(AgentPage {
+            agents,
+            total,
+            last_id_if_more,
+        })
     }
 
     pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentView>, FleetError> {
@@ -353,5 +432,42 @@ impl super::consumer::VitalsConsumer for Fleet {
             FleetError::Full => Refused::Backpressure(e.to_string()),
             _ => Refused::Unavailable,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_keeps_the_first_ids_after_the_cursor_in_the_state() {
+        let ids = ["d", "a", "e", "c", "b", "f"];
+        let state_of = |id: &str| {
+            Some(if id == "c" {
+                LifecycleState::Quarantined
+            } else {
+                LifecycleState::Healthy
+            })
+        };
+        let query = |after: Option<&str>, state, limit| AgentQuery {
+            after: after.map(|a: &str| a.as_bytes().to_vec()),
+            state,
+            limit,
+        };
+        let pick = |q: &AgentQuery| ShardPage::select(ids.iter().copied(), state_of, q);
+        assert_eq!(pick(&query(None, None, 2)), (vec!["a", "b"], 6, 6));
+        assert_eq!(
+            pick(&query(Some("b"), None, 3)),
+            (vec!["c", "d", "e"], 6, 4)
+        );
+        assert_eq!(
+            pick(&query(None, Some(LifecycleState::Healthy), 3)),
+            (vec!["a", "b", "d"], 5, 5)
+        );
+        assert_eq!(
+            pick(&query(Some("a"), Some(LifecycleState::Quarantined), 3)),
+            (vec!["c"], 1, 1)
+        );
+        assert_eq!(pick(&query(Some("f"), None, 3)), (vec![], 6, 0));
     }
 }

@@ -57,7 +57,7 @@ pub async fn open(config: &StateConfig, flag: Option<PathBuf>) -> anyhow::Result
             .await
             .context("resolving the API key")??
     };
-    tracing::info!(prefix = api_key.prefix(), source = ?api_key.source(), "API key ready");
+    tracing::info!(source = ?api_key.source(), "API key ready");
     Ok(Opened {
         writer: StateWriter::new(store),
         api_key,

@@ -256,7 +256,6 @@ impl Service {
                 .await
                 .with_context(|| format!("starting receiver {id}"))?
                 .named(&id.to_string())
-
                 .with_budget(budget.clone());
             bound.push(BoundReceiver {
                 id: id.to_string(),

@@ -4,7 +4,9 @@
 //! core's effects out to the executors and brings their results back.
 
 use super::detection::{SpanBatch, agent_shard};
-use super::fleet::{AgentView, FleetStats, RecentEvents, Reply, ShardCommand, VitalsView};
+use super::fleet::{
+    AgentView, FleetStats, RecentEvents, Reply, ShardCommand, ShardPage, VitalsView,
+};
 use super::persist::fleet_key;
 use crate::executors::{ActionRequest, Executors};
 use crate::immune::command::CommandError;
@@ -374,9 +376,14 @@ impl Shard {
         }
         // A dropped reply means the requester gave up; nothing to do.
         match command {
-            ShardCommand::Agents(reply) => {
-                let ids: Vec<String> = self.core.agent_ids().map(str::to_string).collect();
-                let _ = reply.send(ids.iter().filter_map(|id| self.view(id)).collect());
+            ShardCommand::Agents(query, reply) => {
+                let (ids, matching, remaining) =
+                    ShardPage::select(self.core.agent_ids(), |id| self.core.state(id), &query);
+                let _ = reply.send(ShardPage {
+                    agents: ids.into_iter().filter_map(|id| self.view(id)).collect(),
+                    matching,
+                    remaining,
+                });
             }
             ShardCommand::Agent(id, reply) => {
                 let _ = reply.send(self.view(&id));

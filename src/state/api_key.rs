@@ -3,8 +3,8 @@
 //! `AGENT_IMMUNE_API_KEY` wins when set (nothing is generated or stored).
 //! Otherwise the key stored in the data dir is used; on the very first
 //! start one is generated from the OS random source, printed once to
-//! stderr, and only its SHA-256 hash and a short display prefix are kept.
-//! Only the prefix is ever logged.
+//! stderr, and only its SHA-256 hash is kept. No part of a key is ever
+//! logged or stored.
 
 use super::error::StateError;
 use super::random::random_bytes;
@@ -19,8 +19,6 @@ use subtle::ConstantTimeEq;
 pub const API_KEY_ENV: &str = "AGENT_IMMUNE_API_KEY";
 /// Generated keys: this prefix, then 32 random bytes in hex.
 const GENERATED_PREFIX: &str = "aik_";
-/// Characters shown of a key (generated: `aik_` and 8 hex digits).
-const DISPLAY_CHARS: usize = 12;
 /// A key shorter than this from the environment is accepted with a warning.
 const MIN_RECOMMENDED_LEN: usize = 24;
 /// Longest key accepted from the environment or a request.
@@ -34,18 +32,16 @@ pub enum ApiKeySource {
     Generated,
 }
 
-/// Checks candidate keys; holds only the hash and a display prefix.
+/// Checks candidate keys; holds only the hash.
 #[derive(Clone)]
 pub struct ApiKey {
     hash: [u8; 32],
-    prefix: String,
     source: ApiKeySource,
 }
 
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiKey")
-            .field("prefix", &self.prefix)
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
@@ -55,7 +51,6 @@ impl ApiKey {
     fn from_secret(secret: &str, source: ApiKeySource) -> Self {
         Self {
             hash: Sha256::digest(secret.as_bytes()).into(),
-            prefix: display_prefix(secret),
             source,
         }
     }
@@ -71,17 +66,13 @@ impl ApiKey {
         digest.ct_eq(&self.hash).into()
     }
 
-    /// The first characters, safe to log and show ("aik_3f2a9c1b…").
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     pub fn source(&self) -> ApiKeySource {
         self.source
     }
 }
 
-/// The stored form: never the key itself.
+/// The stored form: never the key itself. `prefix` is written empty (it
+/// once held the key's first characters) and never read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct StoredApiKey {
     sha256: [u8; 32],
@@ -108,11 +99,10 @@ pub fn env_api_key(env_value: Option<&str>) -> Result<Option<ApiKey>, StateError
     let key = ApiKey::from_secret(secret, ApiKeySource::Env);
     if secret.len() < MIN_RECOMMENDED_LEN {
         tracing::warn!(
-            prefix = key.prefix(),
             "{API_KEY_ENV} is shorter than {MIN_RECOMMENDED_LEN} characters; a longer random key is safer"
         );
     }
-    tracing::info!(prefix = key.prefix(), "API key from {API_KEY_ENV}");
+    tracing::info!("API key from {API_KEY_ENV}");
     Ok(Some(key))
 }
 
@@ -129,10 +119,9 @@ pub fn resolve_api_key(
     if let Some(bytes) = store.meta_get(meta_key::API_KEY)? {
         match record::decode::<StoredApiKey>(&bytes) {
             Ok(stored) => {
-                tracing::info!(prefix = stored.prefix, "API key from the state store");
+                tracing::info!("API key from the state store");
                 return Ok(ApiKey {
                     hash: stored.sha256,
-                    prefix: stored.prefix,
                     source: ApiKeySource::Stored,
                 });
             }
@@ -161,7 +150,7 @@ fn generate(store: &Store, announce: &mut dyn Write) -> Result<ApiKey, StateErro
     let key = ApiKey::from_secret(&secret, ApiKeySource::Generated);
     let stored = StoredApiKey {
         sha256: key.hash,
-        prefix: key.prefix.clone(),
+        prefix: String::new(),
         created_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -177,17 +166,8 @@ fn generate(store: &Store, announce: &mut dyn Write) -> Result<ApiKey, StateErro
         tracing::warn!("could not print the generated API key: {e}");
     }
     store.meta_put(meta_key::API_KEY, &record::encode("API key hash", &stored)?)?;
-    tracing::info!(prefix = key.prefix(), "API key generated");
+    tracing::info!("API key generated");
     Ok(key)
-}
-
-/// The first characters of a key, fewer for a short key, so the prefix
-/// never gives away most of it.
-fn display_prefix(secret: &str) -> String {
-    let shown = DISPLAY_CHARS.min(secret.chars().count() / 4);
-    let mut prefix: String = secret.chars().take(shown).collect();
-    prefix.push('…');
-    prefix
 }
 
 #[cfg(test)]
@@ -205,17 +185,11 @@ mod tests {
     }
 
     #[test]
-    fn prefix_shows_a_quarter_at_most() {
-        assert_eq!(
-            display_prefix(&format!("aik_{}", "ab".repeat(32))),
-            "aik_abababab…"
-        );
-        assert_eq!(display_prefix("short-key"), "sh…");
-        assert_eq!(display_prefix("abc"), "…");
+    fn debug_shows_nothing_of_the_key() {
         let key = ApiKey::from_secret("a-very-secret-value-123", ApiKeySource::Env);
         let debug = format!("{key:?}");
         assert!(
-            !debug.contains("secret-value") && !debug.contains("hash"),
+            !debug.contains("a-ve") && !debug.contains("hash"),
             "{debug}"
         );
     }

@@ -1,7 +1,7 @@
 //! The real `agent-immune` binary as a child process, for tests that must
 //! talk to exactly what users run (hostile input, crashes, restarts): started
-//! on a config file, its stderr kept (bounded) for assertions, its memory
-//! read from /proc, killed on drop.
+//! on a config file, its stderr (the log) and stdout (console events) kept
+//! (bounded) for assertions, its memory read from /proc, killed on drop.
 //!
 //! ```ignore
 //! let bin = Binary::start(&config_path, &[("AGENT_IMMUNE_API_KEY", KEY)]).await;
@@ -24,6 +24,30 @@ pub struct Binary {
     pub child: tokio::process::Child,
     pub pid: u32,
     stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+type Kept = Arc<Mutex<Vec<String>>>;
+
+fn keep(kept: &Mutex<Vec<String>>, line: String) {
+    let mut kept = kept.lock().unwrap();
+    if kept.len() >= KEPT_LINES {
+        kept.remove(0);
+    }
+    kept.push(line);
+}
+
+/// Keeps reading `lines` into `kept`, so the child never blocks on a full
+/// pipe.
+fn drain<R: tokio::io::AsyncBufRead + Unpin + Send + 'static>(
+    mut lines: tokio::io::Lines<R>,
+    kept: Kept,
+) {
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep(&kept, line);
+        }
+    });
 }
 
 impl Binary {
@@ -61,7 +85,7 @@ impl Binary {
     ) -> Binary {
         command
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (key, value) in env {
@@ -71,13 +95,11 @@ impl Binary {
         let pid = child.id().expect("child pid");
         let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let keep = |kept: &Mutex<Vec<String>>, line: String| {
-            let mut kept = kept.lock().unwrap();
-            if kept.len() >= KEPT_LINES {
-                kept.remove(0);
-            }
-            kept.push(line);
-        };
+        let stdout: Kept = Arc::new(Mutex::new(Vec::new()));
+        drain(
+            BufReader::new(child.stdout.take().expect("piped stdout")).lines(),
+            stdout.clone(),
+        );
         loop {
             let line = tokio::time::timeout(START_LIMIT, lines.next_line())
                 .await
@@ -95,14 +117,13 @@ impl Binary {
                 break;
             }
         }
-        // Keep draining its log so it never blocks on a full pipe.
-        let kept = stderr.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                keep(&kept, line);
-            }
-        });
-        Binary { child, pid, stderr }
+        drain(lines, stderr.clone());
+        Binary {
+            child,
+            pid,
+            stderr,
+            stdout,
+        }
     }
 
     /// Resident memory now (VmRSS), in bytes.
@@ -138,6 +159,16 @@ impl Binary {
     /// Every kept stderr line, for failure messages.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Every kept stdout line (the console events).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Every kept stderr line (the log).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Whether the process is still running.

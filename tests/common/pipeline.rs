@@ -3,6 +3,7 @@
 
 use agent_immune::config::document::Config;
 use std::fmt::Display;
+use std::path::{Path, PathBuf};
 
 /// By default: an OTLP gRPC receiver on a free port (no HTTP), genai →
 /// turns (turns end after 1 s idle) → immune, an events exporter with the
@@ -122,6 +123,19 @@ impl TestPipeline {
     pub fn table(mut self, toml: impl Into<String>) -> Self {
         self.tables.push(toml.into());
         self
+    }
+
+    /// A `[state]` table keeping its data under `dir`.
+    pub fn state_in(self, dir: &Path) -> Self {
+        self.table(format!("[state]\ndata_dir = \"{}/state\"", dir.display()))
+    }
+
+    /// Writes the config to `dir/pipeline.toml` (for the real binary) and
+    /// returns that path.
+    pub fn write_to(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("pipeline.toml");
+        std::fs::write(&path, self.text()).expect("write the pipeline config");
+        path
     }
 
     /// The management API's endpoint (`""`, the default, turns it off).

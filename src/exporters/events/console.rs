@@ -3,6 +3,7 @@
 
 use super::config::ConsoleFormat;
 use super::otlp_logs::severity;
+use crate::escape;
 use crate::immune::event::{AttrValue, Event};
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
@@ -31,12 +32,13 @@ pub fn write_lines(
 /// time, severity, name, agent, the body, and the event's numbers.
 pub fn text_line(event: &Event) -> String {
     let (_, severity) = severity(event.severity);
+    // The agent id and body can carry client text: escaped, one line.
     let mut line = format!(
         "{} {severity:<5} {} agent={} {}",
         timestamp(event.time),
         event.name,
-        event.agent_id,
-        event.body
+        escape::controls(&event.agent_id),
+        escape::controls(&event.body)
     );
     let numbers: Vec<String> = event
         .attributes
@@ -138,6 +140,18 @@ mod tests {
             "2023-11-14T22:13:20.123Z WARN  agent_immune.infection agent=planner token spike \
              (max_deviation=7.23 anomaly_count=2 bad=NaN)"
         );
+    }
+
+    #[test]
+    fn text_line_escapes_client_text() {
+        let mut e = event();
+        e.agent_id = "evil\n2099-01-01T00:00:00.000Z WARN  forged\x1b[31m".into();
+        e.body = "cut\r\nline".into();
+        let line = text_line(&e);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.contains(
+            "agent=evil\\n2099-01-01T00:00:00.000Z WARN  forged\\u{1b}[31m cut\\r\\nline"
+        ));
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! every other span belongs to its nearest owning agent ancestor, and the
 //! spans under no agent form the trace-level turn.
 
+use crate::immune::agent_id;
 use crate::immune::timing;
 use crate::immune::vitals::{SpanId, TraceId, UnixNanos, Vitals};
 use crate::processors::genai::{SpanClass, SpanFacts};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 const NONE: u32 = u32::MAX;
@@ -326,7 +328,7 @@ fn turn_vitals(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    vitals.agent_id = if owner != NONE {
+    let identity = if owner != NONE {
         spans[owner as usize]
             .agent
             .as_deref()
@@ -335,6 +337,9 @@ fn turn_vitals(
     } else {
         trace_level_identity(spans, members, first_llm)
     };
+    // Names from spans are client text: the same rule as every other path
+    // (an empty one is counted as skipped by the core).
+    vitals.agent_id = agent_id::normalise(&identity).map_or_else(String::new, Cow::into_owned);
     Some(vitals)
 }
 

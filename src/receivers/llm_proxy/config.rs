@@ -38,8 +38,6 @@ const MAX_BODY_MIB: u64 = 1024;
 const MAX_AGENTS: usize = 1_000_000;
 const MAX_NAME_CHARS: usize = 64;
 const MAX_BOUND_KEYS: usize = 10_000_000;
-/// Longest configured agent id (as `X-Agent-ID`).
-const MAX_AGENT_ID_CHARS: usize = super::fingerprint::MAX_AGENT_ID_CHARS;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -471,15 +469,15 @@ impl LlmProxyConfig {
         let mut seen = BTreeSet::new();
         for (agent, keys) in &self.agents {
             let key = format!("agents.{agent}");
-            if agent.trim() != agent
-                || agent.is_empty()
-                || agent.chars().count() > MAX_AGENT_ID_CHARS
-                || agent.chars().any(char::is_control)
-            {
-                issues.push(ConfigIssue::new(
+            // The one agent-id rule, and exactly: a configured id is matched
+            // against requests' ids as written.
+            match crate::immune::agent_id::parse(agent) {
+                Err(e) => issues.push(ConfigIssue::new(&key, format!("not an agent id: {e}"))),
+                Ok(id) if id != agent => issues.push(ConfigIssue::new(
                     &key,
-                    format!("agent ids are 1-{MAX_AGENT_ID_CHARS} printable characters without surrounding spaces"),
-                ));
+                    "an agent id has no surrounding spaces",
+                )),
+                Ok(_) => {}
             }
             if keys.key_sha256.hashes().is_empty() {
                 issues.push(ConfigIssue::new(

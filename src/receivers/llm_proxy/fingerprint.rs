@@ -8,6 +8,7 @@
 //! User-Agent. The API key is hashed in place and never kept, logged or
 //! returned.
 
+use crate::immune::agent_id;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,9 +16,6 @@ use std::net::IpAddr;
 
 pub const AGENT_ID_HEADER: &str = "x-agent-id";
 pub const AGENT_TYPE_HEADER: &str = "x-agent-type";
-/// Longest accepted `X-Agent-ID`; a longer one is ignored (identity then
-/// falls back to the key hash), never truncated into a collision.
-pub const MAX_AGENT_ID_CHARS: usize = 128;
 const MAX_AGENT_TYPE_CHARS: usize = 64;
 /// Hex characters of the hash kept in derived ids (48 bits).
 const HASH_HEX_CHARS: usize = 12;
@@ -51,10 +49,10 @@ pub fn fingerprint(headers: &HeaderMap, client_ip: IpAddr) -> Fingerprint {
         .filter(|t| printable(t, MAX_AGENT_TYPE_CHARS))
         .map(str::to_string)
         .unwrap_or_else(|| agent_type_from_user_agent(user_agent).to_string());
-    if let Some(id) = header_str(headers, AGENT_ID_HEADER)
-        .map(str::trim)
-        .filter(|id| printable(id, MAX_AGENT_ID_CHARS))
-    {
+    // An `X-Agent-ID` that is no agent id (empty, too long, control
+    // characters) is ignored: identity falls back, never to a truncated
+    // name that could collide with another agent.
+    if let Some(id) = header_str(headers, AGENT_ID_HEADER).and_then(|id| agent_id::parse(id).ok()) {
         return Fingerprint {
             agent_id: id.to_string(),
             agent_type,
@@ -188,7 +186,7 @@ mod tests {
 
     #[test]
     fn unusable_agent_id_falls_back() {
-        let long = "x".repeat(MAX_AGENT_ID_CHARS + 1);
+        let long = "x".repeat(agent_id::MAX_AGENT_ID_CHARS + 1);
         let fp = fingerprint(&headers(&[("x-agent-id", &long), ("x-api-key", "k")]), IP);
         assert_eq!(fp.identified_by, IdentifiedBy::ApiKey);
         let fp = fingerprint(&headers(&[("x-agent-id", "  ")]), IP);
