@@ -6,8 +6,14 @@
 //!
 //! ```sh
 //! cd fuzz && cargo +nightly fuzz build -s none --codegen-units 16 --features seeds
-//! target/x86_64-unknown-linux-gnu/release/seed_corpus
+//! target/x86_64-unknown-linux-gnu/release/seed_corpus   # SEED_DIR=... to write elsewhere
 //! ```
+//!
+//! It is a libFuzzer binary (the targets' coverage instrumentation needs
+//! libFuzzer linked in) that does its work at initialisation and exits.
+#![no_main]
+// The init block exits, so the (empty) fuzz body is never reached.
+#![allow(unreachable_code)]
 
 use agent_immune::pipeline::consumer::Signal;
 use agent_immune::receivers::otlp::decode;
@@ -19,11 +25,22 @@ use prost::Message;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-fn main() -> Result<()> {
+libfuzzer_sys::fuzz_target!(
+    init: {
+        match write_seeds() {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("seed_corpus: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    },
+    |_data: &[u8]| {}
+);
+
+fn write_seeds() -> Result<()> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = std::env::args_os()
-        .nth(1)
-        .map_or_else(|| here.join("corpus"), PathBuf::from);
+    let root = std::env::var_os("SEED_DIR").map_or_else(|| here.join("corpus"), PathBuf::from);
     let mut protobufs = Vec::new();
     for path in fixture_paths(&fixtures_dir())? {
         let fixture = load_fixture(&path)?;
