@@ -29,6 +29,16 @@ if [ ! -x .venv/bin/python ] || ! cmp -s tests/python/requirements.txt .venv/.re
 fi
 export AGENT_IMMUNE_TEST_PYTHON="$PWD/.venv/bin/python"
 
+# The fuzz targets (fuzz/) need the nightly toolchain and cargo-fuzz.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+# Every fuzz target for a bounded time on the committed corpus.
+fuzz/run.sh

@@ -1,0 +1,36 @@
+//! OTLP/JSON as the HTTP receiver takes it: decoded with OTLP JSON rules and
+//! re-encoded to protobuf once; the protobuf handed downstream must decode
+//! to the same request and walk to the same count.
+#![no_main]
+
+use agent_immune::pipeline::consumer::Signal;
+use agent_immune::receivers::otlp::decode;
+use agent_immune_fuzz::{check_detection, check_walk_agrees};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    for signal in Signal::ALL {
+        match decode::from_json(signal, data) {
+            Ok(received) => {
+                // Our own encoding: the walk must understand all of it.
+                let walked = agent_immune::receivers::otlp::protowalk::count_items(
+                    signal,
+                    &received.protobuf,
+                );
+                assert_eq!(walked, Some(received.items));
+                check_walk_agrees(&received);
+                let again = decode::from_protobuf(signal, received.protobuf.clone())
+                    .expect("what from_json encoded decodes");
+                assert_eq!(again.items, received.items);
+                assert_eq!(again.traces, received.traces);
+                if let Some(request) = &received.traces {
+                    check_detection(request, received.items);
+                }
+            }
+            Err(e) => {
+                assert!(!e.client_message.is_empty());
+                assert!(e.log_message.contains("line "), "{}", e.log_message);
+            }
+        }
+    }
+});
