@@ -1,16 +1,19 @@
-//! OTLP/JSON as the HTTP receiver takes it: decoded with OTLP JSON rules and
-//! re-encoded to protobuf once; the protobuf handed downstream must decode
+//! OTLP/JSON as the HTTP receiver takes it: scanned before decoding (too-deep
+//! containers found), decoded with OTLP JSON rules and re-encoded to
+//! protobuf once; the protobuf handed downstream must decode
 //! to the same request and walk to the same count.
 #![no_main]
 
 use agent_immune::pipeline::consumer::Signal;
-use agent_immune::receivers::otlp::decode;
+use agent_immune::receivers::otlp::{decode, jsonscan};
 use agent_immune_fuzz::{check_detection, check_walk_agrees};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    // The receiver's default `max_attribute_depth`.
+    let shape = jsonscan::shape(data, 16);
     for signal in Signal::ALL {
-        match decode::from_json(signal, data) {
+        match decode::from_json(signal, data, &shape.too_deep) {
             Ok(received) => {
                 // Our own encoding: the walk must understand all of it.
                 let walked = agent_immune::receivers::otlp::protowalk::count_items(
@@ -19,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
                 );
                 assert_eq!(walked, Some(received.items));
                 check_walk_agrees(&received);
-                let again = decode::from_protobuf(signal, received.protobuf.clone())
+                let again = decode::from_protobuf(signal, received.protobuf.clone(), &[])
                     .expect("what from_json encoded decodes");
                 assert_eq!(again.items, received.items);
                 assert_eq!(again.traces, received.traces);

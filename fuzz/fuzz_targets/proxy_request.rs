@@ -1,9 +1,11 @@
-//! The LLM proxy's reading of a request body, for every API: the facts it
-//! takes, and the two rewrites enforcement makes (tools revoked, output
-//! tokens capped), which must do what they say and be idempotent.
+//! The LLM proxy's reading of a request body, for every API, straight from
+//! the bytes (no JSON tree): the facts it takes, and the rewrites
+//! enforcement makes (tools revoked, output tokens capped), which must do
+//! what they say and be idempotent.
 #![no_main]
 
-use agent_immune::receivers::llm_proxy::request::{Api, cap_output_tokens, inspect, strip_tools};
+use agent_immune::receivers::llm_proxy::request::{Api, inspect};
+use agent_immune::receivers::llm_proxy::rewrite::{Rewrite, rewrite};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -19,42 +21,63 @@ fn limit_fields(api: Api) -> &'static [&'static str] {
     }
 }
 
+/// The body after `change`: the rewritten bytes, or the body itself when
+/// nothing needed to change; `None` when it cannot be changed.
+fn apply(api: Api, body: &[u8], change: Rewrite) -> Option<Vec<u8>> {
+    match rewrite(api, body, change) {
+        Ok(Some(changed)) => Some(changed),
+        Ok(None) => Some(body.to_vec()),
+        Err(message) => {
+            assert!(!message.is_empty());
+            None
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Ok(body) = serde_json::from_slice::<Value>(data) else {
-        return;
-    };
     for api in [
         Api::ChatCompletions,
         Api::Responses,
         Api::Completions,
         Api::Other,
     ] {
-        let info = inspect(api, &body);
+        let Some(info) = inspect(api, data) else {
+            continue;
+        };
         assert!(info.model.as_ref().is_none_or(|m| m.chars().count() <= 200));
         assert!(info.prompt_hash.as_ref().is_none_or(|h| h.len() == 64));
 
-        let mut stripped = body.clone();
-        let removed = strip_tools(&mut stripped);
-        assert_eq!(removed, stripped != body);
-        assert!(!inspect(api, &stripped).has_tools);
-        assert!(
-            !strip_tools(&mut stripped),
-            "stripping twice changes nothing"
-        );
+        let strip = Rewrite {
+            strip_tools: true,
+            max_output_tokens: None,
+        };
+        if let Some(stripped) = apply(api, data, strip) {
+            let after = inspect(api, &stripped).expect("a rewritten body is still one object");
+            assert!(!after.has_tools, "no tools left after stripping");
+            assert_eq!(
+                rewrite(api, &stripped, strip),
+                Ok(None),
+                "stripping twice changes nothing"
+            );
+        }
 
-        let mut capped = body.clone();
-        let changed = cap_output_tokens(api, &mut capped, CAP);
-        assert_eq!(changed, capped != body);
-        if body.is_object() {
+        let cap = Rewrite {
+            strip_tools: false,
+            max_output_tokens: Some(CAP),
+        };
+        if let Some(capped) = apply(api, data, cap) {
+            let value: Value =
+                serde_json::from_slice(&capped).expect("a rewritten body is still JSON");
             for key in limit_fields(api) {
-                if let Some(v) = capped.get(key).filter(|v| !v.is_null()) {
+                if let Some(v) = value.get(key).filter(|v| !v.is_null()) {
                     assert!(v.as_u64().is_some_and(|n| n <= CAP), "{key} = {v}");
                 }
             }
+            assert_eq!(
+                rewrite(api, &capped, cap),
+                Ok(None),
+                "capping twice changes nothing"
+            );
         }
-        assert!(
-            !cap_output_tokens(api, &mut capped, CAP),
-            "capping twice changes nothing"
-        );
     }
 });

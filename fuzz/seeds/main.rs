@@ -47,7 +47,7 @@ fn write_seeds() -> Result<()> {
         let protobuf = fixture.request.encode_to_vec();
         let json = serde_json::to_vec(&fixture.request)?;
         // The JSON seed is what the receiver accepts, and the same request.
-        let received = decode::from_json(Signal::Traces, &json)
+        let received = decode::from_json(Signal::Traces, &json, &[])
             .map_err(|e| anyhow::anyhow!("{}: {}", fixture.name, e.client_message))?;
         ensure!(
             received.traces.as_ref() == Some(&fixture.request),
@@ -79,7 +79,7 @@ fn write_seeds() -> Result<()> {
         } else {
             Signal::Logs
         };
-        let received = decode::from_json(signal, json.as_bytes())
+        let received = decode::from_json(signal, json.as_bytes(), &[])
             .map_err(|e| anyhow::anyhow!("{name}: {}", e.client_message))?;
         write(&root, "otlp_json", name, json.as_bytes())?;
         write(&root, "otlp_protobuf", name, &received.protobuf)?;
