@@ -76,17 +76,7 @@ impl Running {
 
     /// The value of a `/metrics` sample.
     async fn metric(&self, name: &str) -> u64 {
-        let text = reqwest::get(format!("{}/metrics", self.api))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} not exported:\n{text}"))
-            .parse()
-            .unwrap()
+        common::metric(&self.api, name).await
     }
 }
 

@@ -364,14 +364,9 @@ pub fn metric_sample(text: &str, name: &str) -> Option<i64> {
 /// The value of a counter or gauge in the Prometheus text of `{api}/metrics`
 /// (`api` as `http://host:port`).
 pub async fn metric(api: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    let text = metrics_text(api).await;
+    metric_sample(&text, name)
+        .and_then(|v| u64::try_from(v).ok())
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
