@@ -5,13 +5,17 @@
 #![no_main]
 
 use agent_immune::pipeline::consumer::Signal;
+use agent_immune::receivers::otlp::config::OtlpReceiverConfig;
 use agent_immune::receivers::otlp::{decode, jsonscan};
 use agent_immune_fuzz::{check_detection, check_walk_agrees};
 use libfuzzer_sys::fuzz_target;
+use std::sync::LazyLock;
+
+/// The receiver's default `max_attribute_depth`, read once.
+static DEPTH: LazyLock<u32> = LazyLock::new(|| OtlpReceiverConfig::default().max_attribute_depth);
 
 fuzz_target!(|data: &[u8]| {
-    // The receiver's default `max_attribute_depth`.
-    let shape = jsonscan::shape(data, 16);
+    let shape = jsonscan::shape(data, *DEPTH);
     for signal in Signal::ALL {
         match decode::from_json(signal, data, &shape.too_deep) {
             Ok(received) => {

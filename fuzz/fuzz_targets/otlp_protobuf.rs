@@ -5,19 +5,21 @@
 #![no_main]
 
 use agent_immune::pipeline::consumer::Signal;
+use agent_immune::receivers::otlp::config::OtlpReceiverConfig;
 use agent_immune::receivers::otlp::{decode, protowalk};
 use agent_immune_fuzz::{check_detection, check_walk_agrees};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use std::sync::LazyLock;
 
-/// The receiver's default `max_attribute_depth`.
-const MAX_ATTRIBUTE_DEPTH: u32 = 16;
+/// The receiver's default `max_attribute_depth`, read once.
+static DEPTH: LazyLock<u32> = LazyLock::new(|| OtlpReceiverConfig::default().max_attribute_depth);
 
 fuzz_target!(|data: &[u8]| {
     let bytes = Bytes::copy_from_slice(data);
     for signal in Signal::ALL {
         // What the walk refuses never reaches the decoder (a 400).
-        let Ok(shape) = protowalk::shape(signal, data, MAX_ATTRIBUTE_DEPTH) else {
+        let Ok(shape) = protowalk::shape(signal, data, *DEPTH) else {
             continue;
         };
         match decode::from_protobuf(signal, bytes.clone(), &shape.too_deep) {
